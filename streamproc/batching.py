@@ -1,0 +1,109 @@
+"""Dynamic micro-batching for one plugin (in the manner of Ray Serve's ``@serve.batch``).
+
+A caller submits one item and awaits one outcome. Items queue; a batch runs as soon as
+``max_batch_size`` items wait or the oldest waited ``max_wait_ms``. Batches run one at a
+time on the plugin's own worker thread, so the event loop keeps heartbeats and I/O
+flowing while the model computes, and the next batch fills while this one runs. At most
+``max_queue`` items wait: further submitters wait their turn (backpressure that reaches
+the consumer through the in-flight bound), nothing is dropped. A batch that exceeds the
+timeout fails its items (stage ``timeout``); the stuck thread is abandoned and a fresh
+one serves the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from streamproc.events import Event
+from streamproc.runtime import BatchStats, Failure, Outcome, PluginRuntime
+
+log = logging.getLogger(__name__)
+
+BatchObserver = Callable[[PluginRuntime, BatchStats], None]
+
+
+class MicroBatcher:
+    """Queue, batch and run one plugin's items off the event loop."""
+
+    def __init__(self, runtime: PluginRuntime, timeout_s: float,
+                 observe: BatchObserver | None = None) -> None:
+        self.runtime = runtime
+        self.policy = runtime.policy
+        self.timeout_s = timeout_s
+        self._observe = observe
+        self._queue: asyncio.Queue[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]] = (
+            asyncio.Queue(maxsize=self.policy.max_queue)
+        )
+        self._executor = self._new_executor()
+        self._task: asyncio.Task[None] | None = None
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plugin-{self.runtime.name}")
+
+    @property
+    def depth(self) -> int:
+        """Items waiting for a batch."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.runtime.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, event: Event, state: Mapping[str, Any] | None) -> Outcome:
+        """Queue one item (waiting while the queue is full) and await its outcome."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put((event, state, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.policy.max_wait_ms / 1000.0
+            while len(batch) < self.policy.max_batch_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            await self._execute(batch)
+
+    async def _execute(self, batch: list[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]]) -> None:
+        items = [(event, state) for event, state, _ in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes, stats = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self.runtime.run_batch, items), self.timeout_s
+            )
+        except TimeoutError:
+            log.error("plugin %s: batch of %d exceeded %.1f s; abandoning its thread",
+                      self.runtime.name, len(items), self.timeout_s)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+            failure = Outcome(failure=Failure("timeout", f"batch exceeded {self.timeout_s:.1f} s"))
+            outcomes, stats = [failure] * len(items), BatchStats(size=len(items), errors={"timeout": len(items)})
+        except Exception as exc:  # a bug outside the plugin's steps: fail the items, keep batching
+            log.exception("plugin %s: batch execution failed", self.runtime.name)
+            failure = Outcome(failure=Failure("engine", f"{type(exc).__name__}: {exc}"))
+            outcomes, stats = [failure] * len(items), BatchStats(size=len(items), errors={"engine": len(items)})
+        if self._observe is not None:
+            self._observe(self.runtime, stats)
+        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)

@@ -1,0 +1,223 @@
+"""Configuration: one settings object from defaults, an optional YAML file and the environment.
+
+Precedence (highest first): ``STREAMPROC_*`` environment variables, the YAML file named
+by ``--config`` or ``STREAMPROC_CONFIG_FILE``, the defaults below. Every scalar setting
+has an environment variable: the path of the field in upper case joined by ``_``
+(``kafka.bootstrap`` -> ``STREAMPROC_KAFKA_BOOTSTRAP``). Mappings (``plugins``,
+``kafka.input_topics``) take JSON in the environment. ``docs/configuration.md`` lists
+every setting; ``streamproc config`` prints the effective values with secrets masked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from streamproc.errors import ConfigError
+from streamproc.events import PayloadLimits
+
+ENV_PREFIX = "STREAMPROC_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaSettings(_Section):
+    """Where events come from and results go (an existing cluster in production)."""
+
+    bootstrap: str = Field("127.0.0.1:9092", description="bootstrap servers, comma-separated host:port")
+    input_topics: dict[str, str] = Field(
+        default_factory=lambda: {"playback": "playback-events", "upload": "upload-events", "audio": "audio-events"},
+        description="event type -> input topic (events of any type are accepted on any of them)",
+    )
+    output_topic_prefix: str = Field("streamproc-", description="results of kind K go to <prefix>K unless a plugin sets output_topic")
+    dead_letter_topic: str = Field("streamproc-dead-letters", description="refused events, with reason and stage")
+    partitions: int = Field(4, ge=1, description="partitions of topics the worker creates")
+    replication_factor: int = Field(1, ge=1, description="replication of topics the worker creates")
+    consumer_group: str | None = Field(None, description="consumer group id (default: app_id)")
+    auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="where a new group starts")
+    commit_interval_s: float = Field(1.0, gt=0, description="how often acknowledged offsets are committed")
+    stream_buffer_maxsize: int = Field(256, ge=1, description="records buffered per partition before fetching pauses")
+    session_timeout_s: float = Field(30.0, gt=0, description="consumer group session timeout")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL")
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
+class RedisSettings(_Section):
+    """Where latest results and live feeds are kept, and the engine's keyed state."""
+
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// (TLS) URL")
+    password: SecretStr | None = Field(None, description="AUTH password (overrides one in the URL)")
+    key_prefix: str = Field("streamproc:", description="prefix of every key the worker writes")
+    result_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="TTL of latest-result keys")
+    feed_maxlen: int = Field(10_000, ge=1, description="approximate cap of each result-kind stream")
+    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long a published event id is remembered")
+    state_ttl_s: int = Field(90 * 24 * 3600, ge=1, description="TTL of plugin keyed state")
+
+
+class HttpSettings(_Section):
+    """The metrics and health endpoints (/metrics, /healthz, /readyz)."""
+
+    bind: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in a pod)")
+    port: int = Field(9464, ge=0, le=65535, description="port; 0 picks a free one")
+
+
+class LimitSettings(_Section):
+    """Payload limits, enforced before anything is decoded."""
+
+    max_record_bytes: int = 8 * 1024 * 1024
+    max_image_bytes: int = 5 * 1024 * 1024
+    max_audio_bytes: int = 12 * 1024 * 1024
+    max_audio_seconds: float = 60.0
+    max_text_chars: int = 5000
+    allow_uris: bool = Field(False, description="accept image_uri/audio_uri (off by default)")
+
+    def payload_limits(self) -> PayloadLimits:
+        return PayloadLimits(**self.model_dump())
+
+
+class BatchSettings(_Section):
+    """Overrides of a plugin's default batch policy; unset fields keep the plugin's."""
+
+    max_batch_size: int | None = Field(None, ge=1)
+    max_wait_ms: float | None = Field(None, ge=0)
+    max_queue: int | None = Field(None, ge=1)
+
+
+class PluginSettings(_Section):
+    """Per-plugin configuration: routes, output topic, batching and model options."""
+
+    enabled: bool = True
+    consumes: list[str] | None = Field(None, description="event types / result kinds (default: the plugin's own)")
+    output_topic: str | None = Field(None, description="default: <output_topic_prefix><kind>")
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the plugin's load()")
+
+
+class Settings(_Section):
+    """Everything the worker, the CLI and the demo read."""
+
+    app_id: str = Field("streamproc", description="Faust app id; also the default consumer group")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    plugins: dict[str, PluginSettings] = Field(default_factory=dict, description="by plugin name")
+    enabled_plugins: list[str] | None = Field(
+        None, description="load only these plugins (default: every discovered plugin not disabled)")
+    fail_fast: bool = Field(False, description="stop when any plugin fails to load")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="autocast on CUDA (auto: bf16 if supported)")
+    cpu_threads: int = Field(0, ge=0, description="torch threads on CPU (0: one per core, at most 8)")
+    max_in_flight: int = Field(1024, ge=1, description="events accepted but not yet published, across partitions")
+    infer_retries: int = Field(1, ge=0, description="one-by-one retries of items of a failed batch")
+    infer_timeout_s: float = Field(60.0, gt=0, description="a batch taking longer fails (hung plugin)")
+    publish_retry_s: float = Field(1.0, gt=0, description="pause between attempts while a sink is down")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: drain and commit within this bound")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    def plugin(self, name: str) -> PluginSettings:
+        return self.plugins.get(name) or PluginSettings()
+
+    def plugin_enabled(self, name: str) -> bool:
+        listed = self.enabled_plugins is None or name in self.enabled_plugins
+        return listed and self.plugin(name).enabled
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, with every secret replaced by ``***``."""
+        data = self.model_dump(mode="json")
+        data["redis"]["url"] = _mask_url(self.redis.url)
+        for section, key in (("kafka", "sasl_password"), ("redis", "password")):
+            if data[section][key] is not None:
+                data[section][key] = "***"
+        return data
+
+
+def _mask_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, the YAML file and the environment.
+
+    Raises ``ConfigError`` naming the offending setting when a value is invalid or an
+    environment variable matches no setting.
+    """
+    env = dict(os.environ if environ is None else environ)
+    path = path or env.get(f"{ENV_PREFIX}CONFIG_FILE")
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: a mapping is required at the top level")
+        data = loaded
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG_FILE" and name not in _NOT_SETTINGS:
+            _apply_env(data, name, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"setting {where}: {first['msg']}") from None
+
+
+# Variables with the prefix that are not settings (used by the stack, tests and caches).
+_NOT_SETTINGS = {f"{ENV_PREFIX}{n}" for n in ("CACHE", "VENV", "STACK_HOME", "TEST_FULL")}
+
+
+def env_paths() -> dict[str, tuple[str, ...]]:
+    """Every environment variable that maps to a setting, with its field path."""
+    paths: dict[str, tuple[str, ...]] = {}
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
+        for field_name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, (*prefix, field_name))
+            else:
+                paths[ENV_PREFIX + "_".join((*prefix, field_name)).upper()] = (*prefix, field_name)
+
+    walk(Settings, ())
+    return paths
+
+
+def _apply_env(data: dict[str, Any], name: str, value: str) -> None:
+    path = env_paths().get(name)
+    if path is None:
+        raise ConfigError(f"environment variable {name} matches no setting (see docs/configuration.md)")
+    target = data
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    leaf = path[-1]
+    if value.lstrip().startswith(("{", "[")):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{name}: invalid JSON ({exc.msg})") from None
+        if isinstance(parsed, dict) and isinstance(target.get(leaf), dict):
+            target[leaf] = {**target[leaf], **parsed}
+        else:
+            target[leaf] = parsed
+    else:
+        target[leaf] = value

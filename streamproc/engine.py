@@ -1,0 +1,168 @@
+"""The engine: from a consumed record to its publication, independent of Faust.
+
+``Engine.accept`` is called by the Faust agent for every record, in partition order. It
+decodes the record (refusals become dead letters), applies keyed plugin state in input
+order, and starts the record's work: each routed plugin's micro-batcher, then the
+plugins its results chain to. It returns as soon as the work is queued, so records of
+all partitions are in flight together and batches can fill; ``max_in_flight`` bounds
+them (when full, ``accept`` waits, the agent stops taking records and Faust pauses
+fetching). The ordered publisher writes and acks (``streamproc.delivery``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streamproc.batching import MicroBatcher
+from streamproc.config import Settings
+from streamproc.delivery import OrderedPublisher, PendingRecord, Publication
+from streamproc.errors import InvalidEvent
+from streamproc.events import DerivedEvent, Event, InputEvent, decode_event
+from streamproc.metrics import Metrics
+from streamproc.records import DeadLetter, ResultRecord, SourceRecord, now_ms
+from streamproc.routing import Router
+from streamproc.runtime import BatchStats, PluginRuntime
+from streamproc.sinks import KafkaSink, RedisSink
+from streamproc.state import KeyedStateStore
+
+log = logging.getLogger(__name__)
+
+MAX_CHAIN_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class LoadedPlugin:
+    """A plugin that loaded, as the engine runs it."""
+
+    runtime: PluginRuntime
+    distribution: str
+    version: str
+
+
+class Engine:
+    """Routes records through plugin batchers and hands publications to the publisher."""
+
+    def __init__(self, settings: Settings, runtimes: Mapping[str, PluginRuntime], router: Router,
+                 redis_sink: RedisSink, kafka_sink: KafkaSink, state: KeyedStateStore,
+                 metrics: Metrics) -> None:
+        self.settings = settings
+        self.runtimes = runtimes
+        self.router = router
+        self.redis_sink = redis_sink
+        self.kafka_sink = kafka_sink
+        self.state = state
+        self.metrics = metrics
+        self.limits = settings.limits.payload_limits()
+        self.batchers = {name: MicroBatcher(rt, settings.infer_timeout_s, self._observe_batch)
+                         for name, rt in runtimes.items()}
+        self.publisher = OrderedPublisher(redis_sink, kafka_sink, settings.publish_retry_s,
+                                          self._observe_published, self._observe_sink_failure)
+        self._in_flight = asyncio.Semaphore(settings.max_in_flight)
+        self.started = False
+
+    async def start(self) -> None:
+        await self.kafka_sink.start()
+        for batcher in self.batchers.values():
+            batcher.start()
+        for runtime in self.runtimes.values():
+            self.metrics.model_info.labels(runtime.name, runtime.plugin.model_version,
+                                           str(runtime.device), runtime.dtype_name).set(1)
+        self.started = True
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every accepted record is published and acked."""
+        drained = await self.publisher.drain(timeout_s)
+        if not drained:
+            log.warning("drain: %d records still unpublished after %.1f s", self.publisher.pending, timeout_s)
+        return drained
+
+    async def stop(self) -> None:
+        self.started = False
+        await self.publisher.stop()
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        await self.kafka_sink.stop()
+
+    async def accept(self, source: SourceRecord, ack: Callable[[], object]) -> None:
+        """Take one record (in partition order); returns once its work is queued."""
+        await self._in_flight.acquire()
+        self.metrics.in_flight.inc()
+        try:
+            event = decode_event(source.value, self.limits)
+        except InvalidEvent as exc:
+            self.metrics.events_invalid.labels("decode").inc()
+            work: asyncio.Future[Publication] = asyncio.get_running_loop().create_future()
+            work.set_result(Publication(dead_letters=[DeadLetter(source, "decode", exc.reason, refused_ts=now_ms())]))
+        else:
+            self.metrics.events_consumed.labels(event.type).inc()
+            publication = Publication()
+            states: dict[str, Mapping[str, Any] | None] = {}
+            for name in self.router.plugins_for(event.type):
+                states[name], write = await self.state.apply(self.runtimes[name].plugin, event, source)
+                if write is not None:
+                    publication.state_writes.append(write)
+            work = asyncio.get_running_loop().create_task(self._process(event, source, states, publication))
+        self.publisher.enqueue(PendingRecord(source, work, ack))
+
+    async def _process(self, event: InputEvent, source: SourceRecord,
+                       states: Mapping[str, Mapping[str, Any] | None], publication: Publication) -> Publication:
+        await self._fan_out(event, source, states, publication, depth=0)
+        return publication
+
+    async def _fan_out(self, event: Event, source: SourceRecord, states: Mapping[str, Mapping[str, Any] | None],
+                       publication: Publication, depth: int) -> None:
+        names = self.router.plugins_for(event.type)
+        if not names or depth > MAX_CHAIN_DEPTH:
+            return
+        outcomes = await asyncio.gather(*(self.batchers[n].submit(event, states.get(n)) for n in names))
+        origin = event.origin if isinstance(event, DerivedEvent) else event
+        chained: list[DerivedEvent] = []
+        for name, outcome in zip(names, outcomes, strict=True):
+            runtime = self.runtimes[name]
+            if outcome.failure is not None:
+                publication.dead_letters.append(DeadLetter(
+                    source, outcome.failure.stage, outcome.failure.reason, plugin=name,
+                    event_id=event.id, refused_ts=now_ms()))
+                continue
+            if outcome.body is None:
+                continue
+            record = ResultRecord(event_id=event.id, plugin=name, model_version=runtime.plugin.model_version,
+                                  kind=runtime.produces, key=event.key, event_ts=event.ts,
+                                  result_ts=now_ms(), body=outcome.body)
+            publication.results.append((self.router.output_topic(name), record))
+            chained.append(DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin))
+        await asyncio.gather(*(self._fan_out(d, source, {}, publication, depth + 1) for d in chained))
+
+    def _observe_batch(self, runtime: PluginRuntime, stats: BatchStats) -> None:
+        if stats.size:
+            self.metrics.batch_size.labels(runtime.name).observe(stats.size)
+            self.metrics.inference_seconds.labels(runtime.name).observe(stats.infer_s)
+        for stage, count in stats.errors.items():
+            self.metrics.plugin_errors.labels(runtime.name, stage).inc(count)
+
+    def _observe_published(self, record: PendingRecord, publication: Publication) -> None:
+        self._in_flight.release()
+        self.metrics.in_flight.dec()
+        now = time.time()
+        for _, result in publication.results:
+            self.metrics.results.labels(result.plugin, result.kind).inc()
+            self.metrics.latency_seconds.labels(result.plugin).observe(max(0.0, now - result.event_ts / 1000))
+        for letter in publication.dead_letters:
+            self.metrics.dead_letters.labels(letter.stage, letter.plugin or "").inc()
+        for write in publication.state_writes:
+            self.state.written(write)
+
+    def _observe_sink_failure(self, sink: str, error: BaseException) -> None:
+        self.metrics.sink_failures.labels(sink).inc()
+        log.warning("%s write failed (%s: %s); retrying in %.1f s", sink, type(error).__name__, error,
+                    self.settings.publish_retry_s)
+
+    def update_gauges(self) -> None:
+        """Refresh queue-depth gauges (called periodically)."""
+        for name, batcher in self.batchers.items():
+            self.metrics.queue_depth.labels(name).set(batcher.depth)

@@ -1,0 +1,228 @@
+"""The event contract: typed input events, derived (result) events and the decoder.
+
+An input record is one UTF-8 JSON object: the envelope (``id``, ``type``, ``ts``,
+``user_id``) plus the fields of its type, flat. ``decode_event`` turns bytes into a
+typed, validated, immutable event or raises ``InvalidEvent`` with the reason. Media
+payloads arrive base64-encoded and are decoded here, once, after their encoded size
+has been checked against the limits; pixel and sample decoding is left to the plugin
+that needs it (``streamproc.media``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamproc.errors import InvalidEvent
+from streamproc.media import sniff_image_format, wav_duration_s
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w.:@/-]+$")]
+LanguageCode = Annotated[str, Field(min_length=2, max_length=8, pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")]
+
+PLAYBACK_ACTIONS = ("start", "progress", "complete", "skip", "like")
+
+
+@dataclass(frozen=True)
+class PayloadLimits:
+    """Limits checked before any media is decoded (defaults: 5 MiB image, 60 s audio)."""
+
+    max_record_bytes: int = 8 * 1024 * 1024
+    max_image_bytes: int = 5 * 1024 * 1024
+    max_audio_bytes: int = 12 * 1024 * 1024
+    max_audio_seconds: float = 60.0
+    max_text_chars: int = 5000
+    allow_uris: bool = False
+
+
+class BaseEvent(BaseModel):
+    """The common envelope. ``key`` is the entity that orders the stream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    key_field: ClassVar[str] = "user_id"
+
+    id: Identifier
+    type: str
+    ts: int = Field(ge=0, description="event time, epoch milliseconds")
+    user_id: Identifier
+
+    @property
+    def key(self) -> str:
+        return str(getattr(self, self.key_field))
+
+
+class PlaybackEvent(BaseEvent):
+    """A user started, progressed, completed, skipped or liked an item."""
+
+    type: Literal["playback"]
+    item_id: Identifier
+    action: Literal["start", "progress", "complete", "skip", "like"]
+    position_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    media: Literal["video", "music"]
+
+
+class ArtworkRequest(BaseModel):
+    """Ask the artwork generator for ``count`` images of ``category``, seeded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    category: str = Field(min_length=1, max_length=64)
+    count: int = Field(default=1, ge=1, le=16)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class UploadEvent(BaseEvent):
+    """A user uploaded an image with a title and description; artwork may be requested."""
+
+    key_field: ClassVar[str] = "upload_id"
+    type: Literal["upload"]
+    upload_id: Identifier
+    image: bytes | None = None
+    image_uri: str | None = None
+    title: str = Field(default="", max_length=500)
+    description: str = Field(default="", max_length=5000)
+    language: LanguageCode = "en"
+    artwork: ArtworkRequest | None = None
+
+
+class AudioEvent(BaseEvent):
+    """A user uploaded a voice clip (WAV) to be transcribed."""
+
+    key_field: ClassVar[str] = "audio_id"
+    type: Literal["audio"]
+    audio_id: Identifier
+    audio: bytes | None = None
+    audio_uri: str | None = None
+    language: LanguageCode = "en"
+
+
+InputEvent = PlaybackEvent | UploadEvent | AudioEvent
+EVENT_MODELS: Mapping[str, type[BaseEvent]] = {
+    "playback": PlaybackEvent,
+    "upload": UploadEvent,
+    "audio": AudioEvent,
+}
+MEDIA_FIELDS = {"upload": "image", "audio": "audio"}
+
+
+@dataclass(frozen=True)
+class DerivedEvent:
+    """A plugin's result routed on to another plugin (transcript -> translator).
+
+    ``type`` is the result kind, ``body`` the result body; ``origin`` is the input event
+    it descends from, so the chained result keeps the original id, key and time.
+    """
+
+    type: str
+    plugin: str
+    body: Mapping[str, Any]
+    origin: InputEvent
+
+    @property
+    def id(self) -> str:
+        return self.origin.id
+
+    @property
+    def key(self) -> str:
+        return self.origin.key
+
+    @property
+    def ts(self) -> int:
+        return self.origin.ts
+
+    @property
+    def user_id(self) -> str:
+        return self.origin.user_id
+
+
+Event = InputEvent | DerivedEvent
+
+
+def decode_event(raw: bytes, limits: PayloadLimits = PayloadLimits()) -> InputEvent:
+    """Decode one Kafka record value into a typed input event.
+
+    Raises ``InvalidEvent`` with a reason naming the field when the record is not UTF-8
+    JSON, has an unknown type, misses or mistypes a field, exceeds a payload limit, or
+    carries media whose header is not PNG/JPEG (images) or WAV (audio).
+    """
+    if len(raw) > limits.max_record_bytes:
+        raise InvalidEvent(f"record: {len(raw)} bytes exceeds the limit of {limits.max_record_bytes}")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"record: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(f"record: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(doc, dict):
+        raise InvalidEvent(f"record: a JSON object is required, got {type(doc).__name__}")
+    event_type = doc.get("type")
+    model = EVENT_MODELS.get(event_type) if isinstance(event_type, str) else None
+    if model is None:
+        known = ", ".join(EVENT_MODELS)
+        raise InvalidEvent(f"type: unknown event type {event_type!r} (known: {known})")
+    media_field = MEDIA_FIELDS.get(event_type)
+    if media_field is not None:
+        _decode_media_field(doc, media_field, event_type, limits)
+    try:
+        event = model.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidEvent(_validation_reason(exc)) from None
+    _check_limits(event, limits)
+    return event
+
+
+def _decode_media_field(doc: dict[str, Any], name: str, event_type: str, limits: PayloadLimits) -> None:
+    value = doc.get(name)
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name}: base64 text is required, got {type(value).__name__}")
+    max_bytes = limits.max_image_bytes if event_type == "upload" else limits.max_audio_bytes
+    if len(value) > (max_bytes * 4) // 3 + 4:
+        raise InvalidEvent(f"{name}: larger than the limit of {max_bytes} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidEvent(f"{name}: not valid base64 ({exc})") from None
+    if len(data) > max_bytes:
+        raise InvalidEvent(f"{name}: {len(data)} bytes exceeds the limit of {max_bytes}")
+    doc[name] = data
+
+
+def _check_limits(event: InputEvent, limits: PayloadLimits) -> None:
+    if isinstance(event, UploadEvent):
+        if event.image is None and event.image_uri is None and event.artwork is None and not (
+            event.title or event.description
+        ):
+            raise InvalidEvent("upload: carries nothing to process (no image, text or artwork)")
+        if event.image is not None:
+            sniff_image_format(event.image)
+        if event.image_uri is not None and not limits.allow_uris:
+            raise InvalidEvent("image_uri: URI inputs are disabled (set STREAMPROC_ALLOW_URIS)")
+        if len(event.title) + len(event.description) > limits.max_text_chars:
+            raise InvalidEvent(f"text: title and description exceed {limits.max_text_chars} characters")
+    elif isinstance(event, AudioEvent):
+        if event.audio is None and event.audio_uri is None:
+            raise InvalidEvent("audio: one of audio or audio_uri is required")
+        if event.audio_uri is not None and not limits.allow_uris:
+            raise InvalidEvent("audio_uri: URI inputs are disabled (set STREAMPROC_ALLOW_URIS)")
+        if event.audio is not None:
+            seconds = wav_duration_s(event.audio)
+            if seconds > limits.max_audio_seconds:
+                raise InvalidEvent(
+                    f"audio: {seconds:.1f} s exceeds the limit of {limits.max_audio_seconds:.0f} s"
+                )
+
+
+def _validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "record"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

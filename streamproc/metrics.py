@@ -1,0 +1,105 @@
+"""Prometheus metrics and the HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz``.
+
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` and ``_bytes``
+units). ``METRIC_NAMES`` lists every family the worker exports; the deployment's
+dashboard and alerts may only use these (a test checks them against a live worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+INFER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """Every metric of one worker, in its own registry (several workers may share a process in tests)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.events_consumed = Counter("streamproc_events_consumed_total", "Input records consumed, by event type", ["type"], registry=r)
+        self.events_invalid = Counter("streamproc_events_invalid_total", "Input records refused before any plugin, by stage", ["stage"], registry=r)
+        self.dead_letters = Counter("streamproc_dead_letters_total", "Records written to the dead-letter topic", ["stage", "plugin"], registry=r)
+        self.results = Counter("streamproc_results_total", "Results published, by plugin and kind", ["plugin", "kind"], registry=r)
+        self.plugin_errors = Counter("streamproc_plugin_errors_total", "Items a plugin failed, by stage", ["plugin", "stage"], registry=r)
+        self.batch_size = Histogram("streamproc_batch_size", "Items per inference batch", ["plugin"], buckets=BATCH_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("streamproc_inference_seconds", "Wall time of one batch (prepare, infer, results)", ["plugin"], buckets=INFER_BUCKETS, registry=r)
+        self.latency_seconds = Histogram("streamproc_end_to_end_latency_seconds", "Event time to result acknowledged by both sinks", ["plugin"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("streamproc_queue_depth", "Items waiting for a batch, by plugin", ["plugin"], registry=r)
+        self.in_flight = Gauge("streamproc_in_flight_events", "Records accepted and not yet acknowledged", registry=r)
+        self.publish_seconds = Histogram("streamproc_publish_seconds", "Time to write one publication batch to both sinks", buckets=INFER_BUCKETS, registry=r)
+        self.sink_failures = Counter("streamproc_sink_failures_total", "Failed sink writes (retried), by sink", ["sink"], registry=r)
+        self.consumer_lag = Gauge("streamproc_consumer_lag", "Records behind the partition's high watermark", ["topic", "partition"], registry=r)
+        self.model_info = Gauge("streamproc_model_info", "Loaded plugin model (value 1)", ["plugin", "version", "device", "dtype"], registry=r)
+        self.plugin_load_failures = Gauge("streamproc_plugin_load_failures", "Plugins that failed to load at start", registry=r)
+        self.gpu_memory_used = Gauge("streamproc_gpu_memory_used_bytes", "CUDA memory reserved by the worker", ["device"], registry=r)
+        self.gpu_memory_total = Gauge("streamproc_gpu_memory_total_bytes", "CUDA memory of the device", ["device"], registry=r)
+        self.up = Gauge("streamproc_worker_ready", "1 when the worker is ready to consume", registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+METRIC_NAMES = (
+    "streamproc_events_consumed_total", "streamproc_events_invalid_total", "streamproc_dead_letters_total",
+    "streamproc_results_total", "streamproc_plugin_errors_total", "streamproc_batch_size",
+    "streamproc_inference_seconds", "streamproc_end_to_end_latency_seconds", "streamproc_queue_depth",
+    "streamproc_in_flight_events", "streamproc_publish_seconds", "streamproc_sink_failures_total",
+    "streamproc_consumer_lag", "streamproc_model_info", "streamproc_plugin_load_failures",
+    "streamproc_gpu_memory_used_bytes", "streamproc_gpu_memory_total_bytes", "streamproc_worker_ready",
+)
+
+
+class HealthServer:
+    """Serves metrics and probes on one port. ``ready`` decides /readyz; /healthz is liveness."""
+
+    def __init__(self, metrics: Metrics, bind: str, port: int, ready: Callable[[], tuple[bool, str]]) -> None:
+        self.metrics = metrics
+        self.bind = bind
+        self.port = port
+        self._ready = ready
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port (useful with port 0)."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.bind, self.port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # aiohttp exposes no public accessor
+        self.port = sockets[0].getsockname()[1] if sockets else self.port
+        log.info("metrics and probes on http://%s:%d", self.bind, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        ok, reason = self._ready()
+        return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)

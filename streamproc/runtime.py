@@ -1,0 +1,181 @@
+"""Running one plugin: device and precision choice, and the synchronous batch step.
+
+``PluginRuntime.run_batch`` is the whole contract between the engine and a plugin's
+model code: prepare each item, run one batched ``infer`` under inference mode (and
+autocast on CUDA), build each result. It never raises: every item ends as a result, a
+skip, or a failure with the stage and reason. A failed batch is retried item by item
+so that one poisonous input does not take its batch-mates with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from streamproc.config import PluginSettings
+from streamproc.errors import InvalidInput
+from streamproc.events import Event
+from streamproc.plugin import BatchPolicy, LoadContext, Plugin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one item failed: the stage (prepare, infer, result, timeout) and a reason."""
+
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one event in one plugin: a result body, a skip, or a failure."""
+
+    body: Mapping[str, Any] | None = None
+    failure: Failure | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.body is None and self.failure is None
+
+
+SKIPPED = Outcome()
+
+
+@dataclass
+class BatchStats:
+    """Figures of the last batch, for metrics: size and inference seconds."""
+
+    size: int = 0
+    infer_s: float = 0.0
+    retried: bool = False
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def choose_device(setting: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {setting!r} requested but CUDA is not available")
+    return device
+
+
+def choose_autocast(device: torch.device, precision: str) -> torch.dtype | None:
+    """Reduced precision for autocast on CUDA; ``None`` means float32 (always on CPU)."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def configure_cpu_threads(setting: int) -> int:
+    """Torch intra-op threads on CPU: the setting, or one per core up to 8."""
+    threads = setting or min(8, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def merged_policy(default: BatchPolicy, settings: PluginSettings) -> BatchPolicy:
+    """The plugin's default batch policy with configured fields overriding it."""
+    overrides = {k: v for k, v in settings.batch.model_dump().items() if v is not None}
+    merged = {**default.__dict__, **overrides}
+    merged["max_queue"] = max(merged["max_queue"], merged["max_batch_size"])
+    return BatchPolicy(**merged)
+
+
+class PluginRuntime:
+    """One loaded plugin with its device, precision and batch policy."""
+
+    def __init__(self, plugin: Plugin, settings: PluginSettings, device: torch.device,
+                 autocast_dtype: torch.dtype | None, infer_retries: int) -> None:
+        self.plugin = plugin
+        self.name = plugin.name
+        self.produces = plugin.produces
+        self.policy = merged_policy(plugin.batch_policy, settings)
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.infer_retries = infer_retries
+        self.context = LoadContext(device=device, autocast_dtype=autocast_dtype, options=settings.options)
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.autocast_dtype or torch.float32).removeprefix("torch.")
+
+    def load(self) -> None:
+        self.plugin.load(self.context)
+
+    def run_batch(self, items: Sequence[tuple[Event, Mapping[str, Any] | None]]) -> tuple[list[Outcome], BatchStats]:
+        """Prepare, infer and build results for ``items``; one outcome per item, in order."""
+        stats = BatchStats()
+        outcomes: list[Outcome] = [SKIPPED] * len(items)
+        ready: list[int] = []
+        inputs: list[Any] = []
+        for i, (event, state) in enumerate(items):
+            try:
+                prepared = self.plugin.prepare(event, state)
+            except InvalidInput as exc:
+                outcomes[i] = Outcome(failure=Failure("prepare", exc.reason))
+                continue
+            except Exception as exc:  # plugin bug: the item fails, the worker goes on
+                outcomes[i] = self._error("prepare", exc, stats)
+                continue
+            if prepared is not None:
+                ready.append(i)
+                inputs.append(prepared)
+        if not inputs:
+            return outcomes, stats
+        stats.size = len(inputs)
+        started = time.perf_counter()
+        try:
+            outputs = self._infer(inputs)
+        except Exception as exc:
+            log.warning("plugin %s: batch of %d failed (%s: %s); retrying one by one",
+                        self.name, len(inputs), type(exc).__name__, exc)
+            stats.retried = True
+            outputs = [self._infer_alone(x, stats) for x in inputs]
+        stats.infer_s = time.perf_counter() - started
+        for i, output in zip(ready, outputs, strict=True):
+            if isinstance(output, Outcome):
+                outcomes[i] = output
+                continue
+            try:
+                outcomes[i] = Outcome(body=dict(self.plugin.result(items[i][0], output)))
+            except Exception as exc:
+                outcomes[i] = self._error("result", exc, stats)
+        return outcomes, stats
+
+    def _infer(self, inputs: list[Any]) -> Sequence[Any]:
+        autocast = (torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+                    if self.autocast_dtype is not None else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            outputs = self.plugin.infer(inputs)
+        if len(outputs) != len(inputs):
+            raise RuntimeError(f"infer returned {len(outputs)} outputs for {len(inputs)} inputs")
+        return outputs
+
+    def _infer_alone(self, item: Any, stats: BatchStats) -> Any:
+        last: Exception | None = None
+        for _ in range(max(1, self.infer_retries)):
+            try:
+                return self._infer([item])[0]
+            except Exception as exc:
+                last = exc
+        assert last is not None
+        return self._error("infer", last, stats)
+
+    def _error(self, stage: str, exc: Exception, stats: BatchStats) -> Outcome:
+        stats.errors[stage] = stats.errors.get(stage, 0) + 1
+        return Outcome(failure=Failure(stage, f"{type(exc).__name__}: {exc}"[:500]))

@@ -1,0 +1,346 @@
+"""The local stack: a real single-node Apache Kafka (KRaft) broker and a real Redis server.
+
+For development, the demo and the tests on a machine without Docker. Kafka's jars come
+from Maven Central through ``deploy/local/kafka/pom.xml`` into a cache outside the clone
+(``$STREAMPROC_CACHE``, default ``~/.cache/streamproc``); Redis is Debian's
+``redis-server``. Both listen on free loopback ports. A stack lives in a home directory
+(``<cache>/stack`` unless told otherwise) holding ``stack.json`` with its PIDs and
+addresses, so ``down`` and ``status`` find it and a second ``up`` reports the running
+stack instead of starting another.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from streamproc.errors import StackError
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_POM = REPO_ROOT / "deploy" / "local" / "kafka" / "pom.xml"
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+def cache_dir() -> Path:
+    """Where streamproc keeps downloads and state outside the clone."""
+    return Path(os.environ.get("STREAMPROC_CACHE", Path.home() / ".cache" / "streamproc"))
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """A running stack: its addresses and the PIDs that ``down`` stops."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    kafka_pid: int
+    redis_pid: int
+    home: str
+
+    def describe(self) -> str:
+        return (
+            f"Kafka bootstrap: {self.kafka_bootstrap} (pid {self.kafka_pid})\n"
+            f"Redis URL:       {self.redis_url} (pid {self.redis_pid})\n"
+            f"Stack home:      {self.home}\n"
+            f"export STREAMPROC_KAFKA_BOOTSTRAP={self.kafka_bootstrap} "
+            f"STREAMPROC_REDIS_URL={self.redis_url}"
+        )
+
+
+class LocalStack:
+    """Start, inspect and stop one local Kafka + Redis stack rooted at ``home``."""
+
+    def __init__(self, home: Path | None = None, kafka_heap_mb: int = 512) -> None:
+        self.home = Path(home) if home else cache_dir() / "stack"
+        self.kafka_heap_mb = kafka_heap_mb
+        self.libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def status(self) -> StackInfo | None:
+        """The running stack, or ``None``. A half-dead stack is reported as not running."""
+        if not self._state_file.exists():
+            return None
+        info = StackInfo(**json.loads(self._state_file.read_text()))
+        if _alive(info.kafka_pid) and _alive(info.redis_pid):
+            return info
+        return None
+
+    def up(self, progress: Callable[[str], None] = print) -> StackInfo:
+        """Start Kafka and Redis (or return the running stack). Raises ``StackError``."""
+        running = self.status()
+        if running is not None:
+            progress("stack already running")
+            return running
+        self.down(quiet=True)  # clear a half-dead stack's leftovers
+        java = _require("java", "OpenJDK 17 is required: apt-get install -y openjdk-17-jre-headless")
+        redis_server = ensure_redis_server(progress)
+        self.ensure_kafka_jars(progress)
+        self.home.mkdir(parents=True, exist_ok=True)
+        redis_port, kafka_port, controller_port = _free_ports(3)
+        redis_pid = self._start_redis(redis_server, redis_port)
+        try:
+            kafka_pid = self._start_kafka(java, kafka_port, controller_port, progress)
+        except BaseException:
+            _stop_pid(redis_pid)
+            raise
+        info = StackInfo(
+            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            kafka_pid=kafka_pid,
+            redis_pid=redis_pid,
+            home=str(self.home),
+        )
+        self._state_file.write_text(json.dumps(asdict(info), indent=2))
+        return info
+
+    def down(self, quiet: bool = False) -> bool:
+        """Stop the stack's processes (TERM, then KILL after a bound); True if one ran."""
+        if not self._state_file.exists():
+            return False
+        info = StackInfo(**json.loads(self._state_file.read_text()))
+        for pid in (info.kafka_pid, info.redis_pid):
+            _stop_pid(pid)
+        self._state_file.unlink(missing_ok=True)
+        if not quiet:
+            log.info("stack stopped")
+        return True
+
+    def ensure_kafka_jars(self, progress: Callable[[str], None] = print) -> Path:
+        """Fetch Kafka's jars with Maven into the cache, once."""
+        marker = self.libs / f"kafka_2.13-{KAFKA_VERSION}.jar"
+        if marker.exists():
+            return self.libs
+        mvn = _require("mvn", "Maven is required to fetch Kafka's jars: apt-get install -y maven")
+        if not KAFKA_POM.exists():
+            raise StackError(f"Kafka recipe not found at {KAFKA_POM} (run from a streamproc clone)")
+        progress(f"fetching Apache Kafka {KAFKA_VERSION} jars with Maven (first run only) ...")
+        tmp = self.libs.with_name("libs.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [mvn, "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
+               f"-DoutputDirectory={tmp}", f"-Dkafka.version={KAFKA_VERSION}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not (tmp / marker.name).exists():
+            raise StackError(f"Maven could not fetch Kafka's jars:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        shutil.rmtree(self.libs, ignore_errors=True)
+        tmp.rename(self.libs)
+        return self.libs
+
+    def _start_redis(self, redis_server: str, port: int) -> int:
+        data = self.home / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        out = open(self.home / "redis.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(data), "--protected-mode", "yes"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _wait_for(lambda: _redis_ping(port), 20.0, f"Redis on port {port}", proc, self.home / "redis.log")
+        return proc.pid
+
+    def _start_kafka(self, java: str, port: int, controller_port: int,
+                     progress: Callable[[str], None]) -> int:
+        run = self.home / "kafka"
+        shutil.rmtree(run, ignore_errors=True)
+        (run / "data").mkdir(parents=True)
+        props = run / "server.properties"
+        props.write_text(_server_properties(port, controller_port, run / "data"))
+        log4j = run / "log4j2.properties"
+        log4j.write_text(_LOG4J2)
+        base = [java, f"-Xmx{self.kafka_heap_mb}m", f"-Xms{min(256, self.kafka_heap_mb)}m",
+                "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={run}",
+                "-cp", f"{self.libs}/*"]
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if cluster_id.startswith("-"):
+            cluster_id = "A" + cluster_id[1:]
+        fmt = subprocess.run(
+            [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone"],
+            capture_output=True, text=True, check=False,
+        )
+        if fmt.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout[-1500:]}{fmt.stderr[-1500:]}")
+        progress(f"starting Kafka {KAFKA_VERSION} on 127.0.0.1:{port} ...")
+        out = open(run / "kafka.out", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen([*base, "kafka.Kafka", str(props)], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for(lambda: _kafka_ready(port, run / "server.log"), READY_TIMEOUT_S,
+                  f"Kafka on port {port}", proc, run / "server.log")
+        return proc.pid
+
+
+def ensure_redis_server(progress: Callable[[str], None] = print) -> str:
+    """Path of ``redis-server``, installing Debian's package when missing and possible."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        raise StackError("redis-server is missing and cannot be installed here: apt-get install -y redis-server")
+    progress("installing Debian's redis-server ...")
+    for args in (["update", "-q"], ["install", "-y", "-q", "redis-server"]):
+        done = subprocess.run([apt, *args], capture_output=True, text=True, check=False,
+                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if done.returncode != 0:
+            raise StackError(f"apt-get {' '.join(args)} failed:\n{done.stderr[-1500:]}")
+    found = shutil.which("redis-server")
+    if not found:
+        raise StackError("redis-server still missing after apt-get install")
+    return found
+
+
+def _server_properties(port: int, controller_port: int, data: Path) -> str:
+    return f"""process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data}
+num.partitions=4
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+offsets.topic.num.partitions=1
+transaction.state.log.num.partitions=1
+log.cleaner.dedupe.buffer.size=16777216
+auto.create.topics.enable=true
+"""
+
+
+_LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache
+logger.apache.level = WARN
+"""
+
+
+def _require(tool: str, hint: str) -> str:
+    found = shutil.which(tool)
+    if not found:
+        raise StackError(f"{tool} not found. {hint}")
+    return found
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def _stop_pid(pid: int) -> None:
+    for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
+        if not _alive(pid):
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and _alive(pid):
+            _reap(pid)
+            time.sleep(0.1)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _wait_for(check: Callable[[], bool], timeout_s: float, what: str,
+              proc: subprocess.Popen[bytes], logfile: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{what} exited with status {proc.returncode}; last log:\n{_tail(logfile)}")
+        if check():
+            return
+        time.sleep(0.25)
+    _stop_pid(proc.pid)
+    raise StackError(f"{what} not ready after {timeout_s:.0f} s; last log:\n{_tail(logfile)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _kafka_ready(port: int, server_log: Path) -> bool:
+    """Ready once the broker logged its start and accepts connections on its port."""
+    try:
+        if "Kafka Server started" not in server_log.read_text(errors="replace"):
+            return False
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def main_progress(message: str) -> None:
+    """Progress output of stack commands: to stderr, so stdout stays parseable."""
+    print(message, file=sys.stderr, flush=True)

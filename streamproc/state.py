@@ -1,0 +1,119 @@
+"""Keyed plugin state (the recommender's per-user history), kept in Redis.
+
+Why Redis rather than a Faust table: the state must survive a worker restart and a
+partition move, and be read by whichever pod owns the key next. Redis already is the
+store every result is acknowledged by, so a state write joins the same pipeline as the
+results of its event and is acknowledged before the input offset is committed. A
+Faust table would add a changelog topic whose replay delays every rebalance.
+
+Each key is a Redis hash: ``state`` (JSON) and, per source partition, the offset of the
+last record applied (``<topic>:<partition>``). The engine applies ``update_state`` at
+most once per record: a replayed record whose offset is not above the stored one reads
+the state and changes nothing. Writes are conditional on that offset (a Lua script), so
+a late write can never roll state back. States of owned keys are cached in memory; an
+entry whose write is still in flight is never evicted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from streamproc.events import Event
+from streamproc.plugin import Plugin
+from streamproc.records import SourceRecord
+
+# KEYS[1] = state hash; ARGV = state json, partition mark, offset, ttl
+WRITE_IF_NEWER = """
+local applied = redis.call('HGET', KEYS[1], ARGV[2])
+if applied and tonumber(applied) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class StateWrite:
+    """A state change to persist with its event's results."""
+
+    redis_key: str
+    state_json: str
+    mark: str
+    offset: int
+
+
+@dataclass
+class _Entry:
+    state: Mapping[str, Any] | None
+    applied: dict[str, int]
+    unwritten: int = 0
+
+
+class KeyedStateStore:
+    """Reads, updates and (through the publisher) persists plugin state per key."""
+
+    def __init__(self, redis: Redis, key_prefix: str, ttl_s: int, cache_size: int = 100_000) -> None:
+        self.redis = redis
+        self.key_prefix = key_prefix
+        self.ttl_s = ttl_s
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+
+    def redis_key(self, plugin: str, key: str) -> str:
+        return f"{self.key_prefix}state:{plugin}:{key}"
+
+    async def apply(self, plugin: Plugin, event: Event, source: SourceRecord
+                    ) -> tuple[Mapping[str, Any] | None, StateWrite | None]:
+        """The plugin's state after ``event`` and the write to persist (``None`` on replay)."""
+        key = plugin.state_key(event)
+        if key is None:
+            return None, None
+        redis_key = self.redis_key(plugin.name, key)
+        entry = self._cache.get(redis_key)
+        if entry is None:
+            entry = await self._load(redis_key)
+            self._remember(redis_key, entry)
+        else:
+            self._cache.move_to_end(redis_key)
+        mark = f"{source.topic}:{source.partition}"
+        if entry.applied.get(mark, -1) >= source.offset:
+            return entry.state, None
+        entry.state = dict(plugin.update_state(entry.state, event))
+        entry.applied[mark] = source.offset
+        entry.unwritten += 1
+        state_json = json.dumps(entry.state, separators=(",", ":"))
+        return entry.state, StateWrite(redis_key, state_json, mark, source.offset)
+
+    def written(self, write: StateWrite) -> None:
+        """Called by the publisher once Redis acknowledged ``write``."""
+        entry = self._cache.get(write.redis_key)
+        if entry is not None:
+            entry.unwritten = max(0, entry.unwritten - 1)
+
+    def forget_clean(self) -> None:
+        """Drop cached entries with no write in flight (on rebalance: keys may have moved)."""
+        for key in [k for k, e in self._cache.items() if e.unwritten == 0]:
+            del self._cache[key]
+
+    async def _load(self, redis_key: str) -> _Entry:
+        raw = await self.redis.hgetall(redis_key)
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        state_json = fields.pop("state", None)
+        state = json.loads(state_json) if state_json else None
+        return _Entry(state=state, applied={k: int(v) for k, v in fields.items()})
+
+    def _remember(self, redis_key: str, entry: _Entry) -> None:
+        self._cache[redis_key] = entry
+        if len(self._cache) <= self.cache_size:
+            return
+        for key in list(self._cache):
+            if len(self._cache) <= self.cache_size:
+                break
+            if self._cache[key].unwritten == 0:
+                del self._cache[key]

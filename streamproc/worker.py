@@ -1,0 +1,299 @@
+"""The Faust worker: plugins loaded, topics ensured, one agent feeding the engine.
+
+Faust (faust-streaming on aiokafka) owns the consumer group, partition assignment,
+fetching, flow control and offset commits; the engine owns everything between a record
+and its acknowledgement. The agent reads with ``noack()``: a record is acked by the
+ordered publisher only after its outputs are acknowledged, and Faust commits only
+contiguous acked offsets. On a rebalance and on SIGTERM, Faust waits until every record
+it delivered is acked (``stream_wait_empty``), then commits; a watchdog bounds SIGTERM
+to ``shutdown_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+import faust
+import torch
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streamproc import registry
+from streamproc.config import KafkaSettings, Settings
+from streamproc.engine import Engine
+from streamproc.errors import PluginLoadError
+from streamproc.metrics import HealthServer, Metrics
+from streamproc.records import SourceRecord
+from streamproc.routing import PluginRoute, Router
+from streamproc.runtime import (
+    PluginRuntime,
+    choose_autocast,
+    choose_device,
+    configure_cpu_threads,
+)
+from streamproc.sinks import KafkaSink, RedisSink, redis_client
+from streamproc.state import KeyedStateStore
+
+log = logging.getLogger(__name__)
+
+GAUGE_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class PluginReport:
+    """One line of ``streamproc plugins``: a loaded plugin or a failure with its reason."""
+
+    name: str
+    distribution: str
+    version: str
+    consumes: tuple[str, ...]
+    produces: str
+    device: str
+    model_version: str
+    error: str | None = None
+
+
+def load_plugins(settings: Settings, load_models: bool = True) -> tuple[dict[str, PluginRuntime], list[PluginReport]]:
+    """Discover, configure and (optionally) load every enabled plugin.
+
+    A plugin that fails to import or load is reported and left out; with
+    ``settings.fail_fast`` the first failure raises ``PluginLoadError`` instead.
+    """
+    device = choose_device(settings.device)
+    autocast = choose_autocast(device, settings.precision)
+    if device.type == "cpu":
+        configure_cpu_threads(settings.cpu_threads)
+    discovered, failures = registry.discover()
+    reports = [PluginReport(f.name, f.distribution, "?", (), "?", "-", "-", f.reason)
+               for f in failures if settings.plugin_enabled(f.name)]
+    runtimes: dict[str, PluginRuntime] = {}
+    for found in discovered:
+        plugin_settings = settings.plugin(found.name)
+        if not settings.plugin_enabled(found.name):
+            continue
+        plugin = found.cls()
+        consumes = tuple(plugin_settings.consumes or found.cls.consumes)
+        error = None
+        runtime = PluginRuntime(plugin, plugin_settings, device, autocast, settings.infer_retries)
+        if load_models:
+            try:
+                runtime.load()
+            except Exception as exc:  # third-party load code: report, go on
+                error = f"load failed: {type(exc).__name__}: {exc}"
+        if error is None:
+            runtimes[found.name] = runtime
+            plugin.consumes = consumes  # type: ignore[misc]  # configured routes win
+        reports.append(PluginReport(found.name, found.distribution, found.version, consumes,
+                                    found.cls.produces, str(device), plugin.model_version, error))
+    broken = [r for r in reports if r.error]
+    if broken and settings.fail_fast:
+        raise PluginLoadError("; ".join(f"{r.name}: {r.error}" for r in broken))
+    for report in broken:
+        log.error("plugin %s not loaded: %s", report.name, report.error)
+    return runtimes, reports
+
+
+def build_router(settings: Settings, runtimes: dict[str, PluginRuntime]) -> Router:
+    routes = []
+    for name, runtime in runtimes.items():
+        output = settings.plugin(name).output_topic or f"{settings.kafka.output_topic_prefix}{runtime.produces}"
+        routes.append(PluginRoute(name, tuple(runtime.plugin.consumes), runtime.produces, output))
+    return Router(routes)
+
+
+def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
+    """Create missing topics with the configured partitions and replication."""
+    admin = KafkaAdminClient(**_kafka_python_options(settings))
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, settings.partitions, settings.replication_factor)
+               for t in sorted(set(topics) - existing)]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics: %s", ", ".join(t.name for t in new))
+    finally:
+        admin.close()
+
+
+def _kafka_python_options(settings: KafkaSettings) -> dict[str, object]:
+    options: dict[str, object] = {"bootstrap_servers": settings.bootstrap.split(","),
+                                  "security_protocol": settings.security_protocol}
+    if settings.security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=settings.sasl_mechanism, sasl_plain_username=settings.sasl_username,
+                       sasl_plain_password=settings.sasl_password.get_secret_value()
+                       if settings.sasl_password else None)
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options.update(ssl_cafile=settings.ssl_cafile, ssl_certfile=settings.ssl_certfile,
+                       ssl_keyfile=settings.ssl_keyfile)
+    return options
+
+
+def _faust_credentials(settings: KafkaSettings) -> faust.auth.Credentials | None:
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    import ssl
+
+    context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return faust.SASLCredentials(username=settings.sasl_username, password=password,
+                                 mechanism=settings.sasl_mechanism, ssl_context=context)
+
+
+class StreamprocWorker:
+    """Everything one worker process runs: the Faust app, the engine and the probes."""
+
+    def __init__(self, settings: Settings, runtimes: dict[str, PluginRuntime]) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.runtimes = runtimes
+        self.router = build_router(settings, runtimes)
+        redis = redis_client(settings.redis)
+        self.engine = Engine(settings, runtimes, self.router, RedisSink(redis, settings.redis),
+                             KafkaSink(settings.kafka), KeyedStateStore(redis, settings.redis.key_prefix,
+                                                                        settings.redis.state_ttl_s),
+                             self.metrics)
+        self.redis = redis
+        self.health = HealthServer(self.metrics, settings.http.bind, settings.http.port, self._ready)
+        self.app = self._build_app()
+        self._engine_started = asyncio.Event()
+        self._assigned = False
+
+    def topics(self) -> list[str]:
+        """Every topic the worker reads or writes."""
+        k = self.settings.kafka
+        outputs = [self.router.output_topic(name) for name in self.runtimes]
+        return sorted({*k.input_topics.values(), *outputs, k.dead_letter_topic})
+
+    def _build_app(self) -> faust.App:
+        k = self.settings.kafka
+        app = faust.App(
+            k.consumer_group or self.settings.app_id,  # Faust's app id is the group id
+            broker=[f"kafka://{b}" for b in k.bootstrap.split(",")],
+            broker_credentials=_faust_credentials(k),
+            key_serializer="raw",
+            value_serializer="raw",
+            topic_partitions=k.partitions,
+            topic_replication_factor=k.replication_factor,
+            consumer_auto_offset_reset=k.auto_offset_reset,
+            broker_commit_interval=k.commit_interval_s,
+            broker_session_timeout=k.session_timeout_s,
+            stream_buffer_maxsize=k.stream_buffer_maxsize,
+            stream_wait_empty=True,
+            web_enabled=False,
+            producer_acks=-1,
+            store="memory://",
+        )
+        topic = app.topic(*sorted(set(k.input_topics.values())), key_type=bytes, value_type=bytes)
+        engine = self.engine
+
+        @app.agent(topic, name="router")
+        async def route(stream: faust.StreamT) -> None:
+            await self._engine_started.wait()
+            async for event in stream.noack().events():
+                msg = event.message
+                source = SourceRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                                      int(msg.timestamp * 1000) if msg.timestamp else None)
+                await engine.accept(source, event.ack)
+
+        @app.task
+        async def start_engine() -> None:
+            await self.engine.start()
+            await self.health.start()
+            self._engine_started.set()
+            log.info("engine started with plugins: %s", ", ".join(self.runtimes) or "(none)")
+
+        @app.timer(GAUGE_INTERVAL_S)
+        async def refresh_gauges() -> None:
+            self.engine.update_gauges()
+            await self._update_lag()
+            _update_gpu_gauges(self.metrics)
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(app: faust.App, assigned: set, **_: object) -> None:
+            self._assigned = True
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:
+            # Faust already waited for every delivered record to be acked; keys may move now.
+            self.engine.state.forget_clean()
+
+        @app.on_before_shutdown.connect
+        async def on_shutdown(app: faust.App, **_: object) -> None:
+            await self.engine.stop()
+            await self.health.stop()
+            await self.redis.aclose()
+
+        return app
+
+    async def _update_lag(self) -> None:
+        consumer = self.app.consumer
+        try:
+            assignment = consumer.assignment()
+        except Exception:  # consumer not started yet
+            return
+        for tp in assignment:
+            try:
+                highwater = consumer.highwater(tp)
+                position = await consumer.position(tp)
+            except Exception:
+                continue
+            if highwater is not None and position is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    def _ready(self) -> tuple[bool, str]:
+        if not self._engine_started.is_set():
+            return False, "engine starting"
+        if not self._assigned:
+            return False, "waiting for partition assignment"
+        return True, "consuming"
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT; blocks. Exits within ``shutdown_timeout_s`` of the signal."""
+        ensure_topics(self.settings.kafka, self.topics())
+        worker = _BoundedWorker(self.app, self.settings.shutdown_timeout_s, loglevel=self.settings.log_level,
+                                redirect_stdouts=False, override_logging=False, quiet=True)
+        worker.execute_from_commandline()
+
+
+class _BoundedWorker(faust.Worker):
+    """faust.Worker whose shutdown after SIGTERM/SIGINT is bounded by a watchdog."""
+
+    def __init__(self, app: faust.App, shutdown_timeout_s: float, **kwargs: object) -> None:
+        super().__init__(app, **kwargs)
+        self._shutdown_timeout_s = shutdown_timeout_s
+
+    def _schedule_shutdown(self, signal: object) -> None:
+        if not self._signal_stop_time:
+            timer = threading.Timer(self._shutdown_timeout_s, _hard_exit, args=(self._shutdown_timeout_s,))
+            timer.daemon = True
+            timer.start()
+        super()._schedule_shutdown(signal)
+
+
+def _hard_exit(bound_s: float) -> None:
+    log.error("shutdown exceeded %.1f s; exiting now (uncommitted records will be redelivered)", bound_s)
+    logging.shutdown()
+    os._exit(3)
+
+
+def _update_gpu_gauges(metrics: Metrics) -> None:
+    if not torch.cuda.is_available():
+        return
+    for index in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(index)
+        metrics.gpu_memory_used.labels(str(index)).set(total - free)
+        metrics.gpu_memory_total.labels(str(index)).set(total)

@@ -1,0 +1,1 @@
+"""Test plugins for streamproc's own tests, installed through their entry points."""

@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser("stack", help="manage the local Kafka + Redis stack (development and tests)")
-    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("action", choices=("up", "down", "status", "fetch"),
+                   help="up: start (or show the running stack); down: stop; status; fetch: download Kafka's jars")
     p.add_argument("--home", type=Path, help="stack directory (default: $STREAMPROC_CACHE/stack)")
     p.set_defaults(handler=_stack)
     return parser
@@ -144,7 +145,9 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.stack import LocalStack, main_progress
 
     stack = LocalStack(args.home)
-    if args.action == "up":
+    if args.action == "fetch":
+        print(stack.ensure_kafka_jars(main_progress))
+    elif args.action == "up":
         print(stack.up(main_progress).describe())
     elif args.action == "down":
         print("stack stopped" if stack.down() else "no stack running")

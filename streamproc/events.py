@@ -185,7 +185,7 @@ def _decode_media_field(doc: dict[str, Any], name: str, event_type: str, limits:
         raise InvalidEvent(f"{name}: base64 text is required, got {type(value).__name__}")
     max_bytes = limits.max_image_bytes if event_type == "upload" else limits.max_audio_bytes
     if len(value) > (max_bytes * 4) // 3 + 4:
-        raise InvalidEvent(f"{name}: larger than the limit of {max_bytes} bytes")
+        raise InvalidEvent(f"{name}: encoded size exceeds the limit of {max_bytes} bytes")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -90,7 +90,7 @@ class RedisSink:
         async with self.redis.pipeline(transaction=False) as pipe:
             for write in state_writes:
                 await self._write_state(keys=[write.redis_key],
-                                        args=[write.state_json, write.mark, write.offset, s.state_ttl_s],
+                                        args=[write.state_json, write.mark, write.offset, s.state_ttl_s, write.ids_json],
                                         client=pipe)
             for record in results:
                 keys = [self.seen_key(record.plugin, record.event_id),

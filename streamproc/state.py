@@ -6,10 +6,12 @@ store every result is acknowledged by, so a state write joins the same pipeline 
 results of its event and is acknowledged before the input offset is committed. A
 Faust table would add a changelog topic whose replay delays every rebalance.
 
-Each key is a Redis hash: ``state`` (JSON) and, per source partition, the offset of the
-last record applied (``<topic>:<partition>``). The engine applies ``update_state`` at
-most once per record: a replayed record whose offset is not above the stored one reads
-the state and changes nothing. Writes are conditional on that offset (a Lua script), so
+Each key is a Redis hash: ``state`` (JSON), ``ids`` (the ids of the last events applied,
+JSON) and, per source partition, the offset of the last record applied
+(``<topic>:<partition>``). The engine applies ``update_state`` at most once per record
+and per event id: a redelivered record (offset not above the stored one) or a
+re-published event (an id among the last ``RECENT_IDS``) reads the state and changes
+nothing. Writes are conditional on that offset (a Lua script), so
 a late write can never roll state back. States of owned keys are cached in memory; an
 entry whose write is still in flight is never evicted.
 """
@@ -28,11 +30,13 @@ from streamproc.events import Event
 from streamproc.plugin import Plugin
 from streamproc.records import SourceRecord
 
-# KEYS[1] = state hash; ARGV = state json, partition mark, offset, ttl
+RECENT_IDS = 64
+
+# KEYS[1] = state hash; ARGV = state json, partition mark, offset, ttl, recent ids json
 WRITE_IF_NEWER = """
 local applied = redis.call('HGET', KEYS[1], ARGV[2])
 if applied and tonumber(applied) >= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'ids', ARGV[5], ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
@@ -44,6 +48,7 @@ class StateWrite:
 
     redis_key: str
     state_json: str
+    ids_json: str
     mark: str
     offset: int
 
@@ -52,6 +57,7 @@ class StateWrite:
 class _Entry:
     state: Mapping[str, Any] | None
     applied: dict[str, int]
+    ids: list[str]
     unwritten: int = 0
 
 
@@ -82,13 +88,15 @@ class KeyedStateStore:
         else:
             self._cache.move_to_end(redis_key)
         mark = f"{source.topic}:{source.partition}"
-        if entry.applied.get(mark, -1) >= source.offset:
+        if entry.applied.get(mark, -1) >= source.offset or event.id in entry.ids:
             return entry.state, None
         entry.state = dict(plugin.update_state(entry.state, event))
         entry.applied[mark] = source.offset
+        entry.ids = [*entry.ids[-(RECENT_IDS - 1):], event.id]
         entry.unwritten += 1
         state_json = json.dumps(entry.state, separators=(",", ":"))
-        return entry.state, StateWrite(redis_key, state_json, mark, source.offset)
+        ids_json = json.dumps(entry.ids, separators=(",", ":"))
+        return entry.state, StateWrite(redis_key, state_json, ids_json, mark, source.offset)
 
     def written(self, write: StateWrite) -> None:
         """Called by the publisher once Redis acknowledged ``write``."""
@@ -105,8 +113,10 @@ class KeyedStateStore:
         raw = await self.redis.hgetall(redis_key)
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         state_json = fields.pop("state", None)
-        state = json.loads(state_json) if state_json else None
-        return _Entry(state=state, applied={k: int(v) for k, v in fields.items()})
+        ids_json = fields.pop("ids", None)
+        return _Entry(state=json.loads(state_json) if state_json else None,
+                      applied={k: int(v) for k, v in fields.items()},
+                      ids=json.loads(ids_json) if ids_json else [])
 
     def _remember(self, redis_key: str, entry: _Entry) -> None:
         self._cache[redis_key] = entry

@@ -6,6 +6,7 @@
   not count twice).
 - ``flaky``: uploads; refuses a title ``refuse`` in prepare, raises in infer on ``boom``.
 - ``slow``: audio; sleeps ``options.delay_s`` per batch (backpressure, SIGTERM drain).
+- ``media``: uploads and audio; decodes the image or WAV (corrupt media -> dead letter).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, ClassVar
 import torch
 
 from streamproc.errors import InvalidInput
-from streamproc.events import Event, PlaybackEvent, UploadEvent
+from streamproc.events import AudioEvent, Event, PlaybackEvent, UploadEvent
+from streamproc.media import decode_image, decode_wav
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
 
 
@@ -111,3 +113,19 @@ class Slow(_Base):
 
     def result(self, event: Event, output: Any) -> Mapping[str, Any]:
         return {"id": output["id"]}
+
+
+class Media(_Base):
+    name = "media"
+    consumes = ("upload", "audio")
+    produces = "media"
+
+    def prepare(self, event: Event, state: Mapping[str, Any] | None) -> Any | None:
+        if isinstance(event, UploadEvent) and event.image is not None:
+            return {"id": event.id, "size": list(decode_image(event.image).size)}
+        if isinstance(event, AudioEvent) and event.audio is not None:
+            return {"id": event.id, "samples": int(decode_wav(event.audio).size)}
+        return None
+
+    def result(self, event: Event, output: Any) -> Mapping[str, Any]:
+        return {k: v for k, v in output.items() if k in ("size", "samples")}

@@ -29,14 +29,13 @@ BatchObserver = Callable[[PluginRuntime, BatchStats], None]
 class MicroBatcher:
     """Queue, batch and run one plugin's items off the event loop."""
 
-    def __init__(self, runtime: PluginRuntime, timeout_s: float,
-                 observe: BatchObserver | None = None) -> None:
+    def __init__(self, runtime: PluginRuntime, timeout_s: float, observe: BatchObserver | None = None) -> None:
         self.runtime = runtime
         self.policy = runtime.policy
         self.timeout_s = timeout_s
         self._observe = observe
-        self._queue: asyncio.Queue[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]] = (
-            asyncio.Queue(maxsize=self.policy.max_queue)
+        self._queue: asyncio.Queue[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]] = asyncio.Queue(
+            maxsize=self.policy.max_queue
         )
         self._executor = self._new_executor()
         self._task: asyncio.Task[None] | None = None
@@ -92,8 +91,12 @@ class MicroBatcher:
                 loop.run_in_executor(self._executor, self.runtime.run_batch, items), self.timeout_s
             )
         except TimeoutError:
-            log.error("plugin %s: batch of %d exceeded %.1f s; abandoning its thread",
-                      self.runtime.name, len(items), self.timeout_s)
+            log.error(
+                "plugin %s: batch of %d exceeded %.1f s; abandoning its thread",
+                self.runtime.name,
+                len(items),
+                self.timeout_s,
+            )
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
             failure = Outcome(failure=Failure("timeout", f"batch exceeded {self.timeout_s:.1f} s"))

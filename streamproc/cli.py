@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamproc", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="streamproc", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (default: $STREAMPROC_CONFIG_FILE)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_plugins)
 
     p = sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    p.add_argument("--reference", action="store_true", help="print the reference of every setting (Markdown)")
     p.set_defaults(handler=_config)
 
     p = sub.add_parser("produce", help="send demo events or a JSON-lines file to the input topics")
@@ -67,8 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser("stack", help="manage the local Kafka + Redis stack (development and tests)")
-    p.add_argument("action", choices=("up", "down", "status", "fetch"),
-                   help="up: start (or show the running stack); down: stop; status; fetch: download Kafka's jars")
+    p.add_argument(
+        "action",
+        choices=("up", "down", "status", "fetch"),
+        help="up: start (or show the running stack); down: stop; status; fetch: download Kafka's jars",
+    )
     p.add_argument("--home", type=Path, help="stack directory (default: $STREAMPROC_CACHE/stack)")
     p.set_defaults(handler=_stack)
     return parser
@@ -95,14 +100,21 @@ def _plugins(args: argparse.Namespace, settings: Settings) -> int:
         if r.error:
             print(f"FAILED  {r.name:<12} ({r.distribution}): {r.error}")
         else:
-            print(f"ok      {r.name:<12} {r.distribution} {r.version}  consumes {','.join(r.consumes)} "
-                  f"-> {r.produces}  device {r.device}  model {r.model_version}")
+            print(
+                f"ok      {r.name:<12} {r.distribution} {r.version}  consumes {','.join(r.consumes)} "
+                f"-> {r.produces}  device {r.device}  model {r.model_version}"
+            )
     return 1 if any(r.error for r in reports) else 0
 
 
 def _config(args: argparse.Namespace, settings: Settings) -> int:
     import yaml
 
+    from streamproc.config import reference_markdown
+
+    if args.reference:
+        print(reference_markdown(), end="")
+        return 0
     print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
     return 0
 
@@ -125,8 +137,12 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
 
     from streamproc.feeds import FeedReader, summarize
 
-    reader = FeedReader(redis.Redis.from_url(settings.redis.url), settings.redis.key_prefix,
-                        args.kinds or None, from_start=args.from_start)
+    reader = FeedReader(
+        redis.Redis.from_url(settings.redis.url),
+        settings.redis.key_prefix,
+        args.kinds or None,
+        from_start=args.from_start,
+    )
     shown = 0
     while not args.limit or shown < args.limit:
         for record in reader.poll(block_ms=1000):

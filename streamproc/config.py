@@ -36,7 +36,9 @@ class KafkaSettings(_Section):
         default_factory=lambda: {"playback": "playback-events", "upload": "upload-events", "audio": "audio-events"},
         description="event type -> input topic (events of any type are accepted on any of them)",
     )
-    output_topic_prefix: str = Field("streamproc-", description="results of kind K go to <prefix>K unless a plugin sets output_topic")
+    output_topic_prefix: str = Field(
+        "streamproc-", description="results of kind K go to <prefix>K unless a plugin sets output_topic"
+    )
     dead_letter_topic: str = Field("streamproc-dead-letters", description="refused events, with reason and stage")
     partitions: int = Field(4, ge=1, description="partitions of topics the worker creates")
     replication_factor: int = Field(1, ge=1, description="replication of topics the worker creates")
@@ -45,13 +47,17 @@ class KafkaSettings(_Section):
     commit_interval_s: float = Field(1.0, gt=0, description="how often acknowledged offsets are committed")
     stream_buffer_maxsize: int = Field(256, ge=1, description="records buffered per partition before fetching pauses")
     session_timeout_s: float = Field(30.0, gt=0, description="consumer group session timeout")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_* protocols)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret: masked, never logged)")
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL")
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = Field(None, description="client certificate for mutual TLS")
+    ssl_keyfile: str | None = Field(None, description="client key for mutual TLS")
 
 
 class RedisSettings(_Section):
@@ -76,11 +82,11 @@ class HttpSettings(_Section):
 class LimitSettings(_Section):
     """Payload limits, enforced before anything is decoded."""
 
-    max_record_bytes: int = 8 * 1024 * 1024
-    max_image_bytes: int = 5 * 1024 * 1024
-    max_audio_bytes: int = 12 * 1024 * 1024
-    max_audio_seconds: float = 60.0
-    max_text_chars: int = 5000
+    max_record_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest input record accepted")
+    max_image_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest image (decoded bytes)")
+    max_audio_bytes: int = Field(12 * 1024 * 1024, ge=1, description="largest WAV file (decoded bytes)")
+    max_audio_seconds: float = Field(60.0, gt=0, description="longest audio clip, read from the WAV header")
+    max_text_chars: int = Field(5000, ge=1, description="title plus description of an upload")
     allow_uris: bool = Field(False, description="accept image_uri/audio_uri (off by default)")
 
     def payload_limits(self) -> PayloadLimits:
@@ -90,15 +96,15 @@ class LimitSettings(_Section):
 class BatchSettings(_Section):
     """Overrides of a plugin's default batch policy; unset fields keep the plugin's."""
 
-    max_batch_size: int | None = Field(None, ge=1)
-    max_wait_ms: float | None = Field(None, ge=0)
-    max_queue: int | None = Field(None, ge=1)
+    max_batch_size: int | None = Field(None, ge=1, description="largest batch")
+    max_wait_ms: float | None = Field(None, ge=0, description="longest wait for a batch to fill")
+    max_queue: int | None = Field(None, ge=1, description="items waiting before submitters wait")
 
 
 class PluginSettings(_Section):
     """Per-plugin configuration: routes, output topic, batching and model options."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="load and route to this plugin")
     consumes: list[str] | None = Field(None, description="event types / result kinds (default: the plugin's own)")
     output_topic: str | None = Field(None, description="default: <output_topic_prefix><kind>")
     batch: BatchSettings = Field(default_factory=BatchSettings)
@@ -115,18 +121,21 @@ class Settings(_Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     plugins: dict[str, PluginSettings] = Field(default_factory=dict, description="by plugin name")
     enabled_plugins: list[str] | None = Field(
-        None, description="load only these plugins (default: every discovered plugin not disabled)")
+        None, description="load only these plugins (default: every discovered plugin not disabled)"
+    )
     fail_fast: bool = Field(False, description="stop when any plugin fails to load")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="autocast on CUDA (auto: bf16 if supported)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast on CUDA (auto: bf16 if supported)"
+    )
     cpu_threads: int = Field(0, ge=0, description="torch threads on CPU (0: one per core, at most 8)")
     max_in_flight: int = Field(1024, ge=1, description="events accepted but not yet published, across partitions")
     infer_retries: int = Field(1, ge=0, description="one-by-one retries of items of a failed batch")
     infer_timeout_s: float = Field(60.0, gt=0, description="a batch taking longer fails (hung plugin)")
     publish_retry_s: float = Field(1.0, gt=0, description="pause between attempts while a sink is down")
     shutdown_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: drain and commit within this bound")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log threshold")
+    log_format: Literal["text", "json"] = Field("text", description="text for people, json for log pipelines")
 
     def plugin(self, name: str) -> PluginSettings:
         return self.plugins.get(name) or PluginSettings()
@@ -221,3 +230,34 @@ def _apply_env(data: dict[str, Any], name: str, value: str) -> None:
             target[leaf] = parsed
     else:
         target[leaf] = value
+
+
+def reference_markdown() -> str:
+    """Every setting as Markdown tables: variable, YAML path, default, meaning."""
+    rows = ["| environment variable | YAML path | default | meaning |", "| --- | --- | --- | --- |"]
+    rows += _reference_rows(Settings, (), with_env=True)
+    rows += [
+        "",
+        "Per plugin, under `plugins.<name>` (YAML, or JSON in `STREAMPROC_PLUGINS`):",
+        "",
+        "| YAML path | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    rows += _reference_rows(PluginSettings, ("plugins", "<name>"), with_env=False)
+    return "\n".join(rows) + "\n"
+
+
+def _reference_rows(model: type[BaseModel], prefix: tuple[str, ...], with_env: bool) -> list[str]:
+    rows = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        path = (*prefix, name)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += _reference_rows(annotation, path, with_env)
+            continue
+        default = json.dumps(info.get_default(call_default_factory=True))
+        cells = [f"`{'.'.join(path)}`", f"`{default}`", info.description or ""]
+        if with_env:
+            cells.insert(0, f"`{ENV_PREFIX + '_'.join(path).upper()}`")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows

@@ -68,8 +68,14 @@ class _PartitionQueue:
 class OrderedPublisher:
     """Publishes and acks each partition's records in offset order (steps 2-4 above)."""
 
-    def __init__(self, redis_sink: RedisSink, kafka_sink: KafkaSink, retry_s: float,
-                 on_published: PublishedHook, on_failure: FailureHook) -> None:
+    def __init__(
+        self,
+        redis_sink: RedisSink,
+        kafka_sink: KafkaSink,
+        retry_s: float,
+        on_published: PublishedHook,
+        on_failure: FailureHook,
+    ) -> None:
         self.redis_sink = redis_sink
         self.kafka_sink = kafka_sink
         self.retry_s = retry_s
@@ -162,12 +168,14 @@ class OrderedPublisher:
                 await asyncio.sleep(self.retry_s)
 
     async def _redis(self, publications: list[Publication]) -> None:
-        await self.redis_sink.write([r for p in publications for _, r in p.results],
-                                    [w for p in publications for w in p.state_writes])
+        await self.redis_sink.write(
+            [r for p in publications for _, r in p.results], [w for p in publications for w in p.state_writes]
+        )
 
     async def _kafka(self, publications: list[Publication]) -> None:
-        await self.kafka_sink.write([r for p in publications for r in p.results],
-                                    [d for p in publications for d in p.dead_letters])
+        await self.kafka_sink.write(
+            [r for p in publications for r in p.results], [d for p in publications for d in p.dead_letters]
+        )
 
 
 async def _nothing() -> None:

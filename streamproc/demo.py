@@ -38,9 +38,13 @@ def demo_settings(base: Settings, run_id: str, bootstrap: str, redis_url: str) -
     """The base settings with this run's stack, topics, group, key prefix and a free port."""
     data = base.model_dump()
     data["app_id"] = f"streamproc-demo-{run_id}"
-    data["kafka"].update(bootstrap=bootstrap, consumer_group=None,
-                         input_topics={t: f"demo-{run_id}-{t}" for t in ("playback", "upload", "audio")},
-                         output_topic_prefix=f"demo-{run_id}-", dead_letter_topic=f"demo-{run_id}-dead-letters")
+    data["kafka"].update(
+        bootstrap=bootstrap,
+        consumer_group=None,
+        input_topics={t: f"demo-{run_id}-{t}" for t in ("playback", "upload", "audio")},
+        output_topic_prefix=f"demo-{run_id}-",
+        dead_letter_topic=f"demo-{run_id}-dead-letters",
+    )
     data["redis"].update(url=redis_url, key_prefix=f"demo:{run_id}:")
     data["http"].update(bind="127.0.0.1", port=_free_ports(1)[0])
     return Settings.model_validate(data)
@@ -62,8 +66,9 @@ def run_demo(base: Settings, count: int, keep_stack: bool) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_") or k == "STREAMPROC_CACHE"}
     env["STREAMPROC_CONFIG_FILE"] = str(config_file)
     with log_file.open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "streamproc", "worker"], stdout=log,
-                                  stderr=subprocess.STDOUT, env=env)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streamproc", "worker"], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     try:
         status = _drive(settings, worker, count, log_file)
     finally:
@@ -116,8 +121,13 @@ def _wait_ready(base_url: str, worker: subprocess.Popen[bytes], log_file: Path) 
             with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as answer:
                 if answer.status == 200:
                     text = urllib.request.urlopen(f"{base_url}/metrics", timeout=2).read().decode()
-                    return sorted({line.split('plugin="')[1].split('"')[0] for line in text.splitlines()
-                                   if line.startswith("streamproc_model_info{")})
+                    return sorted(
+                        {
+                            line.split('plugin="')[1].split('"')[0]
+                            for line in text.splitlines()
+                            if line.startswith("streamproc_model_info{")
+                        }
+                    )
         except OSError:
             pass
         time.sleep(0.5)
@@ -140,18 +150,31 @@ def _scrape(base_url: str) -> dict[str, float]:
 
 
 def _dead_letters(settings: Settings) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(settings.kafka.dead_letter_topic, bootstrap_servers=settings.kafka.bootstrap.split(","),
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        settings.kafka.dead_letter_topic,
+        bootstrap_servers=settings.kafka.bootstrap.split(","),
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        enable_auto_commit=False,
+    )
     try:
         return [json.loads(message.value) for message in consumer]
     finally:
         consumer.close()
 
 
-def _print_summary(produced: dict[str, int], results: Counter[str], dead: list[dict[str, object]],
-                   latencies: list[int], handled: float, total: int) -> None:
+def _print_summary(
+    produced: dict[str, int],
+    results: Counter[str],
+    dead: list[dict[str, object]],
+    latencies: list[int],
+    handled: float,
+    total: int,
+) -> None:
     print("\n== demo summary ==")
-    print(f"events in:     {total} ({', '.join(f'{k} {v}' for k, v in sorted(produced.items()))}); handled {handled:.0f}")
+    print(
+        f"events in:     {total} ({', '.join(f'{k} {v}' for k, v in sorted(produced.items()))}); handled {handled:.0f}"
+    )
     print("results out:   " + (", ".join(f"{k} {v}" for k, v in sorted(results.items())) or "none (no plugins)"))
     print(f"dead letters:  {len(dead)}")
     for letter in dead[:10]:
@@ -159,8 +182,10 @@ def _print_summary(produced: dict[str, int], results: Counter[str], dead: list[d
     if latencies:
         ordered = sorted(latencies)
         pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-        print(f"latency (event time -> result, ms): p50 {pick(0.5)}, p95 {pick(0.95)}, p99 {pick(0.99)}, "
-              f"max {ordered[-1]}")
+        print(
+            f"latency (event time -> result, ms): p50 {pick(0.5)}, p95 {pick(0.95)}, p99 {pick(0.99)}, "
+            f"max {ordered[-1]}"
+        )
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:

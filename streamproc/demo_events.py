@@ -25,10 +25,14 @@ import numpy as np
 from PIL import Image
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
-FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                   "ankle boot")
-TITLES = ("My new summer outfit", "Vintage coat from the market", "Running shoes for the marathon",
-          "A bag for every day", "Evening dress for the gala")
+FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+TITLES = (
+    "My new summer outfit",
+    "Vintage coat from the market",
+    "Running shoes for the marathon",
+    "A bag for every day",
+    "Evening dress for the gala",
+)
 COMMANDS = ("play", "pause", "next", "volume up", "play episode seven", "skip ten seconds")
 
 
@@ -55,22 +59,45 @@ def demo_records(count: int, seed: int = 7, bad: bool = True, t0: int | None = N
         ts = t0 + i
         roll = i % 4
         if roll == 3 and clips:
-            text, wav = clips[i % len(clips)]
-            doc = {"id": f"demo-audio-{i}", "type": "audio", "ts": ts, "user_id": f"u{i % 5}",
-                   "audio_id": f"a{i}", "audio": base64.b64encode(wav).decode(), "language": "en"}
+            _text, wav = clips[i % len(clips)]
+            doc = {
+                "id": f"demo-audio-{i}",
+                "type": "audio",
+                "ts": ts,
+                "user_id": f"u{i % 5}",
+                "audio_id": f"a{i}",
+                "audio": base64.b64encode(wav).decode(),
+                "language": "en",
+            }
         elif roll == 2 and images:
             label, png = images[i % len(images)]
-            doc = {"id": f"demo-upload-{i}", "type": "upload", "ts": ts, "user_id": f"u{i % 5}",
-                   "upload_id": f"up{i}", "image": base64.b64encode(png).decode(),
-                   "title": rng.choice(TITLES), "description": "Photo taken at home.", "language": "en"}
+            doc = {
+                "id": f"demo-upload-{i}",
+                "type": "upload",
+                "ts": ts,
+                "user_id": f"u{i % 5}",
+                "upload_id": f"up{i}",
+                "image": base64.b64encode(png).decode(),
+                "title": rng.choice(TITLES),
+                "description": "Photo taken at home.",
+                "language": "en",
+            }
             if i % 8 == 2:
                 doc["artwork"] = {"category": FASHION_CLASSES[label], "count": 2, "seed": i}
         else:
             media = "music" if i % 3 == 0 else "video"
             item = rng.randint(1, 200) if media == "video" else rng.randint(1, 100)
-            doc = {"id": f"demo-play-{i}", "type": "playback", "ts": ts, "user_id": f"u{i % 5}",
-                   "item_id": f"{item}", "action": rng.choice(("start", "complete", "like", "skip")),
-                   "position_s": 0.0, "duration_s": 3600.0 if media == "video" else 200.0, "media": media}
+            doc = {
+                "id": f"demo-play-{i}",
+                "type": "playback",
+                "ts": ts,
+                "user_id": f"u{i % 5}",
+                "item_id": f"{item}",
+                "action": rng.choice(("start", "complete", "like", "skip")),
+                "position_s": 0.0,
+                "duration_s": 3600.0 if media == "video" else 200.0,
+                "media": media,
+            }
         key = doc.get("audio_id") or doc.get("upload_id") or doc["user_id"]
         yield DemoRecord(key.encode(), json.dumps(doc).encode(), doc["id"], doc["type"])
     if bad:
@@ -79,15 +106,47 @@ def demo_records(count: int, seed: int = 7, bad: bool = True, t0: int | None = N
 
 def _bad_records(ts: int) -> Iterator[DemoRecord]:
     yield DemoRecord(b"bad-1", b'{"id": "bad-json", "type": "playback",', None, "invalid")
-    yield DemoRecord(b"bad-2", json.dumps({"id": "bad-type", "type": "telemetry", "ts": ts,
-                                           "user_id": "u1"}).encode(), None, "invalid")
-    yield DemoRecord(b"bad-3", json.dumps({"id": "bad-field", "type": "playback", "ts": ts, "user_id": "u1",
-                                           "item_id": "5", "action": "rewind", "position_s": 0,
-                                           "duration_s": 10, "media": "video"}).encode(), None, "invalid")
+    yield DemoRecord(
+        b"bad-2",
+        json.dumps({"id": "bad-type", "type": "telemetry", "ts": ts, "user_id": "u1"}).encode(),
+        None,
+        "invalid",
+    )
+    yield DemoRecord(
+        b"bad-3",
+        json.dumps(
+            {
+                "id": "bad-field",
+                "type": "playback",
+                "ts": ts,
+                "user_id": "u1",
+                "item_id": "5",
+                "action": "rewind",
+                "position_s": 0,
+                "duration_s": 10,
+                "media": "video",
+            }
+        ).encode(),
+        None,
+        "invalid",
+    )
     corrupt = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40).decode()
-    yield DemoRecord(b"bad-4", json.dumps({"id": "bad-image", "type": "upload", "ts": ts, "user_id": "u1",
-                                           "upload_id": "bad-4", "image": corrupt, "title": "broken"}).encode(),
-                     "bad-image", "upload")
+    yield DemoRecord(
+        b"bad-4",
+        json.dumps(
+            {
+                "id": "bad-image",
+                "type": "upload",
+                "ts": ts,
+                "user_id": "u1",
+                "upload_id": "bad-4",
+                "image": corrupt,
+                "title": "broken",
+            }
+        ).encode(),
+        "bad-image",
+        "upload",
+    )
 
 
 def _fashion_images(count: int, rng: random.Random) -> list[tuple[int, bytes]]:
@@ -96,8 +155,9 @@ def _fashion_images(count: int, rng: random.Random) -> list[tuple[int, bytes]]:
         return []
     raw = gzip.decompress(FASHION_MNIST.read_bytes())
     pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 28, 28)
-    labels = np.frombuffer(gzip.decompress(FASHION_MNIST.with_name("t10k-labels-idx1-ubyte.gz").read_bytes()),
-                           dtype=np.uint8, offset=8)
+    labels = np.frombuffer(
+        gzip.decompress(FASHION_MNIST.with_name("t10k-labels-idx1-ubyte.gz").read_bytes()), dtype=np.uint8, offset=8
+    )
     out = []
     for index in rng.sample(range(len(pixels)), min(count, 50)):
         buffer = io.BytesIO()
@@ -113,8 +173,7 @@ def _spoken_commands(rng: random.Random, count: int) -> list[tuple[str, bytes]]:
         return []
     clips = []
     for text in rng.sample(COMMANDS, min(count, len(COMMANDS))):
-        done = subprocess.run([espeak, "-v", "en-us", "-s", "150", "--stdout", text],
-                              capture_output=True, check=False)
+        done = subprocess.run([espeak, "-v", "en-us", "-s", "150", "--stdout", text], capture_output=True, check=False)
         if done.returncode == 0 and done.stdout.startswith(b"RIFF"):
             clips.append((text, _fix_wav_sizes(done.stdout)))
     return clips

@@ -47,9 +47,16 @@ class LoadedPlugin:
 class Engine:
     """Routes records through plugin batchers and hands publications to the publisher."""
 
-    def __init__(self, settings: Settings, runtimes: Mapping[str, PluginRuntime], router: Router,
-                 redis_sink: RedisSink, kafka_sink: KafkaSink, state: KeyedStateStore,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtimes: Mapping[str, PluginRuntime],
+        router: Router,
+        redis_sink: RedisSink,
+        kafka_sink: KafkaSink,
+        state: KeyedStateStore,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
         self.runtimes = runtimes
         self.router = router
@@ -58,10 +65,12 @@ class Engine:
         self.state = state
         self.metrics = metrics
         self.limits = settings.limits.payload_limits()
-        self.batchers = {name: MicroBatcher(rt, settings.infer_timeout_s, self._observe_batch)
-                         for name, rt in runtimes.items()}
-        self.publisher = OrderedPublisher(redis_sink, kafka_sink, settings.publish_retry_s,
-                                          self._observe_published, self._observe_sink_failure)
+        self.batchers = {
+            name: MicroBatcher(rt, settings.infer_timeout_s, self._observe_batch) for name, rt in runtimes.items()
+        }
+        self.publisher = OrderedPublisher(
+            redis_sink, kafka_sink, settings.publish_retry_s, self._observe_published, self._observe_sink_failure
+        )
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self.started = False
 
@@ -70,8 +79,9 @@ class Engine:
         for batcher in self.batchers.values():
             batcher.start()
         for runtime in self.runtimes.values():
-            self.metrics.model_info.labels(runtime.name, runtime.plugin.model_version,
-                                           str(runtime.device), runtime.dtype_name).set(1)
+            self.metrics.model_info.labels(
+                runtime.name, runtime.plugin.model_version, str(runtime.device), runtime.dtype_name
+            ).set(1)
         self.started = True
 
     async def drain(self, timeout_s: float) -> bool:
@@ -109,13 +119,24 @@ class Engine:
             work = asyncio.get_running_loop().create_task(self._process(event, source, states, publication))
         self.publisher.enqueue(PendingRecord(source, work, ack))
 
-    async def _process(self, event: InputEvent, source: SourceRecord,
-                       states: Mapping[str, Mapping[str, Any] | None], publication: Publication) -> Publication:
+    async def _process(
+        self,
+        event: InputEvent,
+        source: SourceRecord,
+        states: Mapping[str, Mapping[str, Any] | None],
+        publication: Publication,
+    ) -> Publication:
         await self._fan_out(event, source, states, publication, depth=0)
         return publication
 
-    async def _fan_out(self, event: Event, source: SourceRecord, states: Mapping[str, Mapping[str, Any] | None],
-                       publication: Publication, depth: int) -> None:
+    async def _fan_out(
+        self,
+        event: Event,
+        source: SourceRecord,
+        states: Mapping[str, Mapping[str, Any] | None],
+        publication: Publication,
+        depth: int,
+    ) -> None:
         names = self.router.plugins_for(event.type)
         if not names or depth > MAX_CHAIN_DEPTH:
             return
@@ -125,15 +146,29 @@ class Engine:
         for name, outcome in zip(names, outcomes, strict=True):
             runtime = self.runtimes[name]
             if outcome.failure is not None:
-                publication.dead_letters.append(DeadLetter(
-                    source, outcome.failure.stage, outcome.failure.reason, plugin=name,
-                    event_id=event.id, refused_ts=now_ms()))
+                publication.dead_letters.append(
+                    DeadLetter(
+                        source,
+                        outcome.failure.stage,
+                        outcome.failure.reason,
+                        plugin=name,
+                        event_id=event.id,
+                        refused_ts=now_ms(),
+                    )
+                )
                 continue
             if outcome.body is None:
                 continue
-            record = ResultRecord(event_id=event.id, plugin=name, model_version=runtime.plugin.model_version,
-                                  kind=runtime.produces, key=event.key, event_ts=event.ts,
-                                  result_ts=now_ms(), body=outcome.body)
+            record = ResultRecord(
+                event_id=event.id,
+                plugin=name,
+                model_version=runtime.plugin.model_version,
+                kind=runtime.produces,
+                key=event.key,
+                event_ts=event.ts,
+                result_ts=now_ms(),
+                body=outcome.body,
+            )
             publication.results.append((self.router.output_topic(name), record))
             chained.append(DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin))
         await asyncio.gather(*(self._fan_out(d, source, {}, publication, depth + 1) for d in chained))
@@ -159,8 +194,13 @@ class Engine:
 
     def _observe_sink_failure(self, sink: str, error: BaseException) -> None:
         self.metrics.sink_failures.labels(sink).inc()
-        log.warning("%s write failed (%s: %s); retrying in %.1f s", sink, type(error).__name__, error,
-                    self.settings.publish_retry_s)
+        log.warning(
+            "%s write failed (%s: %s); retrying in %.1f s",
+            sink,
+            type(error).__name__,
+            error,
+            self.settings.publish_retry_s,
+        )
 
     def update_gauges(self) -> None:
         """Refresh queue-depth gauges (called periodically)."""

@@ -197,8 +197,11 @@ def _decode_media_field(doc: dict[str, Any], name: str, event_type: str, limits:
 
 def _check_limits(event: InputEvent, limits: PayloadLimits) -> None:
     if isinstance(event, UploadEvent):
-        if event.image is None and event.image_uri is None and event.artwork is None and not (
-            event.title or event.description
+        if (
+            event.image is None
+            and event.image_uri is None
+            and event.artwork is None
+            and not (event.title or event.description)
         ):
             raise InvalidEvent("upload: carries nothing to process (no image, text or artwork)")
         if event.image is not None:
@@ -215,9 +218,7 @@ def _check_limits(event: InputEvent, limits: PayloadLimits) -> None:
         if event.audio is not None:
             seconds = wav_duration_s(event.audio)
             if seconds > limits.max_audio_seconds:
-                raise InvalidEvent(
-                    f"audio: {seconds:.1f} s exceeds the limit of {limits.max_audio_seconds:.0f} s"
-                )
+                raise InvalidEvent(f"audio: {seconds:.1f} s exceeds the limit of {limits.max_audio_seconds:.0f} s")
 
 
 def _validation_reason(exc: ValidationError) -> str:

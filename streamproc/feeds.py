@@ -17,8 +17,9 @@ class FeedReader:
     (``from_start``) or from the moment they are found.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, kinds: list[str] | None = None,
-                 from_start: bool = True) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, kinds: list[str] | None = None, from_start: bool = True
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.kinds = kinds
@@ -27,8 +28,11 @@ class FeedReader:
 
     def poll(self, block_ms: int = 0) -> list[dict[str, Any]]:
         """Records added since the last poll, waiting up to ``block_ms`` when there are none."""
-        names = ([f"{self.prefix}feed:{k}" for k in self.kinds] if self.kinds
-                 else [key.decode() for key in self.client.scan_iter(f"{self.prefix}feed:*")])
+        names = (
+            [f"{self.prefix}feed:{k}" for k in self.kinds]
+            if self.kinds
+            else [key.decode() for key in self.client.scan_iter(f"{self.prefix}feed:*")]
+        )
         for name in names:
             self._cursors.setdefault(name, "0" if self.from_start else "$")
         if not self._cursors:

@@ -50,8 +50,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             width, height = image.size
             if width * height > max_pixels:
                 raise MediaError(
-                    f"image: {width}x{height} pixels exceeds the limit of {max_pixels} "
-                    "(decompression bomb guard)"
+                    f"image: {width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb guard)"
                 )
             image.load()
     except MediaError:
@@ -179,7 +178,7 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     """Band-limited resampling by FFT; returns float32."""
     if rate == target or samples.size == 0:
         return samples.astype(np.float32)
-    n_out = int(round(samples.size * target / rate))
+    n_out = round(samples.size * target / rate)
     spectrum = np.fft.rfft(samples)
     n_bins = n_out // 2 + 1
     if n_bins <= spectrum.size:
@@ -195,7 +194,18 @@ def encode_wav(samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> by
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     header = struct.pack(
         "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
-        sample_rate * 2, 2, 16, b"data", len(pcm),
+        b"RIFF",
+        36 + len(pcm),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        sample_rate,
+        sample_rate * 2,
+        2,
+        16,
+        b"data",
+        len(pcm),
     )
     return header + pcm

@@ -32,23 +32,75 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.events_consumed = Counter("streamproc_events_consumed_total", "Input records consumed, by event type", ["type"], registry=r)
-        self.events_invalid = Counter("streamproc_events_invalid_total", "Input records refused before any plugin, by stage", ["stage"], registry=r)
-        self.dead_letters = Counter("streamproc_dead_letters_total", "Records written to the dead-letter topic", ["stage", "plugin"], registry=r)
-        self.results = Counter("streamproc_results_total", "Results published, by plugin and kind", ["plugin", "kind"], registry=r)
-        self.plugin_errors = Counter("streamproc_plugin_errors_total", "Items a plugin failed, by stage", ["plugin", "stage"], registry=r)
-        self.batch_size = Histogram("streamproc_batch_size", "Items per inference batch", ["plugin"], buckets=BATCH_BUCKETS, registry=r)
-        self.inference_seconds = Histogram("streamproc_inference_seconds", "Wall time of one batch (prepare, infer, results)", ["plugin"], buckets=INFER_BUCKETS, registry=r)
-        self.latency_seconds = Histogram("streamproc_end_to_end_latency_seconds", "Event time to result acknowledged by both sinks", ["plugin"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_depth = Gauge("streamproc_queue_depth", "Items waiting for a batch, by plugin", ["plugin"], registry=r)
+        self.events_consumed = Counter(
+            "streamproc_events_consumed_total", "Input records consumed, by event type", ["type"], registry=r
+        )
+        self.events_invalid = Counter(
+            "streamproc_events_invalid_total",
+            "Input records refused before any plugin, by stage",
+            ["stage"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "streamproc_dead_letters_total", "Records written to the dead-letter topic", ["stage", "plugin"], registry=r
+        )
+        self.results = Counter(
+            "streamproc_results_total", "Results published, by plugin and kind", ["plugin", "kind"], registry=r
+        )
+        self.plugin_errors = Counter(
+            "streamproc_plugin_errors_total", "Items a plugin failed, by stage", ["plugin", "stage"], registry=r
+        )
+        self.batch_size = Histogram(
+            "streamproc_batch_size", "Items per inference batch", ["plugin"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "streamproc_inference_seconds",
+            "Wall time of one batch (prepare, infer, results)",
+            ["plugin"],
+            buckets=INFER_BUCKETS,
+            registry=r,
+        )
+        self.latency_seconds = Histogram(
+            "streamproc_end_to_end_latency_seconds",
+            "Event time to result acknowledged by both sinks",
+            ["plugin"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "streamproc_queue_depth", "Items waiting for a batch, by plugin", ["plugin"], registry=r
+        )
         self.in_flight = Gauge("streamproc_in_flight_events", "Records accepted and not yet acknowledged", registry=r)
-        self.publish_seconds = Histogram("streamproc_publish_seconds", "Time to write one publication batch to both sinks", buckets=INFER_BUCKETS, registry=r)
-        self.sink_failures = Counter("streamproc_sink_failures_total", "Failed sink writes (retried), by sink", ["sink"], registry=r)
-        self.consumer_lag = Gauge("streamproc_consumer_lag", "Records behind the partition's high watermark", ["topic", "partition"], registry=r)
-        self.model_info = Gauge("streamproc_model_info", "Loaded plugin model (value 1)", ["plugin", "version", "device", "dtype"], registry=r)
-        self.plugin_load_failures = Gauge("streamproc_plugin_load_failures", "Plugins that failed to load at start", registry=r)
-        self.gpu_memory_used = Gauge("streamproc_gpu_memory_used_bytes", "CUDA memory reserved by the worker", ["device"], registry=r)
-        self.gpu_memory_total = Gauge("streamproc_gpu_memory_total_bytes", "CUDA memory of the device", ["device"], registry=r)
+        self.publish_seconds = Histogram(
+            "streamproc_publish_seconds",
+            "Time to write one publication batch to both sinks",
+            buckets=INFER_BUCKETS,
+            registry=r,
+        )
+        self.sink_failures = Counter(
+            "streamproc_sink_failures_total", "Failed sink writes (retried), by sink", ["sink"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "streamproc_consumer_lag",
+            "Records behind the partition's high watermark",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "streamproc_model_info",
+            "Loaded plugin model (value 1)",
+            ["plugin", "version", "device", "dtype"],
+            registry=r,
+        )
+        self.plugin_load_failures = Gauge(
+            "streamproc_plugin_load_failures", "Plugins that failed to load at start", registry=r
+        )
+        self.gpu_memory_used = Gauge(
+            "streamproc_gpu_memory_used_bytes", "CUDA memory reserved by the worker", ["device"], registry=r
+        )
+        self.gpu_memory_total = Gauge(
+            "streamproc_gpu_memory_total_bytes", "CUDA memory of the device", ["device"], registry=r
+        )
         self.up = Gauge("streamproc_worker_ready", "1 when the worker is ready to consume", registry=r)
 
     def exposition(self) -> bytes:
@@ -56,12 +108,24 @@ class Metrics:
 
 
 METRIC_NAMES = (
-    "streamproc_events_consumed_total", "streamproc_events_invalid_total", "streamproc_dead_letters_total",
-    "streamproc_results_total", "streamproc_plugin_errors_total", "streamproc_batch_size",
-    "streamproc_inference_seconds", "streamproc_end_to_end_latency_seconds", "streamproc_queue_depth",
-    "streamproc_in_flight_events", "streamproc_publish_seconds", "streamproc_sink_failures_total",
-    "streamproc_consumer_lag", "streamproc_model_info", "streamproc_plugin_load_failures",
-    "streamproc_gpu_memory_used_bytes", "streamproc_gpu_memory_total_bytes", "streamproc_worker_ready",
+    "streamproc_events_consumed_total",
+    "streamproc_events_invalid_total",
+    "streamproc_dead_letters_total",
+    "streamproc_results_total",
+    "streamproc_plugin_errors_total",
+    "streamproc_batch_size",
+    "streamproc_inference_seconds",
+    "streamproc_end_to_end_latency_seconds",
+    "streamproc_queue_depth",
+    "streamproc_in_flight_events",
+    "streamproc_publish_seconds",
+    "streamproc_sink_failures_total",
+    "streamproc_consumer_lag",
+    "streamproc_model_info",
+    "streamproc_plugin_load_failures",
+    "streamproc_gpu_memory_used_bytes",
+    "streamproc_gpu_memory_total_bytes",
+    "streamproc_worker_ready",
 )
 
 

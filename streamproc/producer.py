@@ -61,11 +61,17 @@ def file_records(path: Path, settings: Settings) -> Iterator[DemoRecord]:
             yield DemoRecord(key.encode() if key else None, line, event_id, event_type)
 
 
-def produce(settings: Settings, records: Iterable[DemoRecord], total: int, topic_for_type: dict[str, str]
-            ) -> dict[str, int]:
+def produce(
+    settings: Settings, records: Iterable[DemoRecord], total: int, topic_for_type: dict[str, str]
+) -> dict[str, int]:
     """Send records with ``acks=all``; returns counts per event type. Shows progress."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap.split(","), acks="all",
-                             linger_ms=5, max_request_size=16 * 1024 * 1024, retries=5)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap.split(","),
+        acks="all",
+        linger_ms=5,
+        max_request_size=16 * 1024 * 1024,
+        retries=5,
+    )
     default_topic = topic_for_type.get("playback") or next(iter(topic_for_type.values()))
     counts: dict[str, int] = {}
     bar = ProgressBar(total, "producing")

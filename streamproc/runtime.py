@@ -99,8 +99,14 @@ def merged_policy(default: BatchPolicy, settings: PluginSettings) -> BatchPolicy
 class PluginRuntime:
     """One loaded plugin with its device, precision and batch policy."""
 
-    def __init__(self, plugin: Plugin, settings: PluginSettings, device: torch.device,
-                 autocast_dtype: torch.dtype | None, infer_retries: int) -> None:
+    def __init__(
+        self,
+        plugin: Plugin,
+        settings: PluginSettings,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+        infer_retries: int,
+    ) -> None:
         self.plugin = plugin
         self.name = plugin.name
         self.produces = plugin.produces
@@ -142,8 +148,13 @@ class PluginRuntime:
         try:
             outputs = self._infer(inputs)
         except Exception as exc:
-            log.warning("plugin %s: batch of %d failed (%s: %s); retrying one by one",
-                        self.name, len(inputs), type(exc).__name__, exc)
+            log.warning(
+                "plugin %s: batch of %d failed (%s: %s); retrying one by one",
+                self.name,
+                len(inputs),
+                type(exc).__name__,
+                exc,
+            )
             stats.retried = True
             outputs = [self._infer_alone(x, stats) for x in inputs]
         stats.infer_s = time.perf_counter() - started
@@ -158,8 +169,11 @@ class PluginRuntime:
         return outcomes, stats
 
     def _infer(self, inputs: list[Any]) -> Sequence[Any]:
-        autocast = (torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-                    if self.autocast_dtype is not None else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode(), autocast:
             outputs = self.plugin.infer(inputs)
         if len(outputs) != len(inputs):

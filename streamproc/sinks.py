@@ -43,14 +43,15 @@ def redis_client(settings: RedisSettings) -> Redis:
     """A Redis client for the configured URL (``rediss://`` for TLS; AUTH from settings)."""
     password = settings.password.get_secret_value() if settings.password else None
     kwargs = {"password": password} if password else {}
-    return Redis.from_url(settings.url, socket_timeout=10, socket_connect_timeout=5,
-                          health_check_interval=30, **kwargs)
+    return Redis.from_url(settings.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, **kwargs)
 
 
 def kafka_client_options(settings: KafkaSettings) -> dict[str, object]:
     """aiokafka connection options (bootstrap, SASL/SSL) shared by producer and admin."""
-    options: dict[str, object] = {"bootstrap_servers": settings.bootstrap,
-                                  "security_protocol": settings.security_protocol}
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap,
+        "security_protocol": settings.security_protocol,
+    }
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         context = ssl.create_default_context(cafile=settings.ssl_cafile)
         if settings.ssl_certfile:
@@ -59,8 +60,7 @@ def kafka_client_options(settings: KafkaSettings) -> dict[str, object]:
     if settings.security_protocol.startswith("SASL"):
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = (settings.sasl_password.get_secret_value()
-                                          if settings.sasl_password else None)
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
     return options
 
 
@@ -89,14 +89,20 @@ class RedisSink:
         s = self.settings
         async with self.redis.pipeline(transaction=False) as pipe:
             for write in state_writes:
-                await self._write_state(keys=[write.redis_key],
-                                        args=[write.state_json, write.mark, write.offset, s.state_ttl_s, write.ids_json],
-                                        client=pipe)
+                await self._write_state(
+                    keys=[write.redis_key],
+                    args=[write.state_json, write.mark, write.offset, s.state_ttl_s, write.ids_json],
+                    client=pipe,
+                )
             for record in results:
-                keys = [self.seen_key(record.plugin, record.event_id),
-                        self.latest_key(record.kind, record.key), self.feed_key(record.kind)]
-                await self._publish(keys=keys, args=[record.to_json(), s.dedupe_ttl_s, s.result_ttl_s,
-                                                     s.feed_maxlen], client=pipe)
+                keys = [
+                    self.seen_key(record.plugin, record.event_id),
+                    self.latest_key(record.kind, record.key),
+                    self.feed_key(record.kind),
+                ]
+                await self._publish(
+                    keys=keys, args=[record.to_json(), s.dedupe_ttl_s, s.result_ttl_s, s.feed_maxlen], client=pipe
+                )
             await pipe.execute(raise_on_error=True)
 
 
@@ -116,8 +122,12 @@ class KafkaSink:
     async def start(self) -> None:
         """Create and start the producer (aiokafka needs the running loop for that)."""
         self._producer = AIOKafkaProducer(
-            **kafka_client_options(self.settings), acks="all", enable_idempotence=True,
-            linger_ms=2, max_request_size=16 * 1024 * 1024, request_timeout_ms=30_000,
+            **kafka_client_options(self.settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_request_size=16 * 1024 * 1024,
+            request_timeout_ms=30_000,
         )
         await self._producer.start()
 
@@ -128,10 +138,12 @@ class KafkaSink:
 
     async def write(self, results: Sequence[tuple[str, ResultRecord]], dead_letters: Sequence[DeadLetter]) -> None:
         """Send every record; returns once the broker acknowledged all of them, else raises."""
-        futures = [await self.producer.send(topic, record.to_json(), key=record.key.encode())
-                   for topic, record in results]
-        futures += [await self.producer.send(self.settings.dead_letter_topic, letter.to_json(),
-                                             key=letter.source.key)
-                    for letter in dead_letters]
+        futures = [
+            await self.producer.send(topic, record.to_json(), key=record.key.encode()) for topic, record in results
+        ]
+        futures += [
+            await self.producer.send(self.settings.dead_letter_topic, letter.to_json(), key=letter.source.key)
+            for letter in dead_letters
+        ]
         if futures:
             await asyncio.gather(*futures)

@@ -12,6 +12,7 @@ stack instead of starting another.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -134,8 +135,16 @@ class LocalStack:
         progress(f"fetching Apache Kafka {KAFKA_VERSION} jars with Maven (first run only) ...")
         tmp = self.libs.with_name("libs.partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [mvn, "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-               f"-DoutputDirectory={tmp}", f"-Dkafka.version={KAFKA_VERSION}"]
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(KAFKA_POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            f"-Dkafka.version={KAFKA_VERSION}",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not (tmp / marker.name).exists():
             raise StackError(f"Maven could not fetch Kafka's jars:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -148,15 +157,29 @@ class LocalStack:
         data.mkdir(parents=True, exist_ok=True)
         out = open(self.home / "redis.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(data), "--protected-mode", "yes"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                redis_server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         _wait_for(lambda: _redis_ping(port), 20.0, f"Redis on port {port}", proc, self.home / "redis.log")
         return proc.pid
 
-    def _start_kafka(self, java: str, port: int, controller_port: int,
-                     progress: Callable[[str], None]) -> int:
+    def _start_kafka(self, java: str, port: int, controller_port: int, progress: Callable[[str], None]) -> int:
         run = self.home / "kafka"
         shutil.rmtree(run, ignore_errors=True)
         (run / "data").mkdir(parents=True)
@@ -164,25 +187,40 @@ class LocalStack:
         props.write_text(_server_properties(port, controller_port, run / "data"))
         log4j = run / "log4j2.properties"
         log4j.write_text(_LOG4J2)
-        base = [java, f"-Xmx{self.kafka_heap_mb}m", f"-Xms{min(256, self.kafka_heap_mb)}m",
-                "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={run}",
-                "-cp", f"{self.libs}/*"]
+        base = [
+            java,
+            f"-Xmx{self.kafka_heap_mb}m",
+            f"-Xms{min(256, self.kafka_heap_mb)}m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={run}",
+            "-cp",
+            f"{self.libs}/*",
+        ]
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if cluster_id.startswith("-"):
             cluster_id = "A" + cluster_id[1:]
         fmt = subprocess.run(
             [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout[-1500:]}{fmt.stderr[-1500:]}")
         progress(f"starting Kafka {KAFKA_VERSION} on 127.0.0.1:{port} ...")
         out = open(run / "kafka.out", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen([*base, "kafka.Kafka", str(props)], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_for(lambda: _kafka_ready(port, run / "server.log"), READY_TIMEOUT_S,
-                  f"Kafka on port {port}", proc, run / "server.log")
+        proc = subprocess.Popen(
+            [*base, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        _wait_for(
+            lambda: _kafka_ready(port, run / "server.log"),
+            READY_TIMEOUT_S,
+            f"Kafka on port {port}",
+            proc,
+            run / "server.log",
+        )
         return proc.pid
 
 
@@ -196,8 +234,13 @@ def ensure_redis_server(progress: Callable[[str], None] = print) -> str:
         raise StackError("redis-server is missing and cannot be installed here: apt-get install -y redis-server")
     progress("installing Debian's redis-server ...")
     for args in (["update", "-q"], ["install", "-y", "-q", "redis-server"]):
-        done = subprocess.run([apt, *args], capture_output=True, text=True, check=False,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        done = subprocess.run(
+            [apt, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         if done.returncode != 0:
             raise StackError(f"apt-get {' '.join(args)} failed:\n{done.stderr[-1500:]}")
     found = shutil.which("redis-server")
@@ -295,14 +338,13 @@ def _stop_pid(pid: int) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
-def _wait_for(check: Callable[[], bool], timeout_s: float, what: str,
-              proc: subprocess.Popen[bytes], logfile: Path) -> None:
+def _wait_for(
+    check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen[bytes], logfile: Path
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

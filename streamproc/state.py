@@ -74,8 +74,9 @@ class KeyedStateStore:
     def redis_key(self, plugin: str, key: str) -> str:
         return f"{self.key_prefix}state:{plugin}:{key}"
 
-    async def apply(self, plugin: Plugin, event: Event, source: SourceRecord
-                    ) -> tuple[Mapping[str, Any] | None, StateWrite | None]:
+    async def apply(
+        self, plugin: Plugin, event: Event, source: SourceRecord
+    ) -> tuple[Mapping[str, Any] | None, StateWrite | None]:
         """The plugin's state after ``event`` and the write to persist (``None`` on replay)."""
         key = plugin.state_key(event)
         if key is None:
@@ -92,7 +93,7 @@ class KeyedStateStore:
             return entry.state, None
         entry.state = dict(plugin.update_state(entry.state, event))
         entry.applied[mark] = source.offset
-        entry.ids = [*entry.ids[-(RECENT_IDS - 1):], event.id]
+        entry.ids = [*entry.ids[-(RECENT_IDS - 1) :], event.id]
         entry.unwritten += 1
         state_json = json.dumps(entry.state, separators=(",", ":"))
         ids_json = json.dumps(entry.ids, separators=(",", ":"))
@@ -114,9 +115,11 @@ class KeyedStateStore:
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         state_json = fields.pop("state", None)
         ids_json = fields.pop("ids", None)
-        return _Entry(state=json.loads(state_json) if state_json else None,
-                      applied={k: int(v) for k, v in fields.items()},
-                      ids=json.loads(ids_json) if ids_json else [])
+        return _Entry(
+            state=json.loads(state_json) if state_json else None,
+            applied={k: int(v) for k, v in fields.items()},
+            ids=json.loads(ids_json) if ids_json else [],
+        )
 
     def _remember(self, redis_key: str, entry: _Entry) -> None:
         self._cache[redis_key] = entry

@@ -12,6 +12,7 @@ to ``shutdown_timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -69,8 +70,11 @@ def load_plugins(settings: Settings, load_models: bool = True) -> tuple[dict[str
     if device.type == "cpu":
         configure_cpu_threads(settings.cpu_threads)
     discovered, failures = registry.discover()
-    reports = [PluginReport(f.name, f.distribution, "?", (), "?", "-", "-", f.reason)
-               for f in failures if settings.plugin_enabled(f.name)]
+    reports = [
+        PluginReport(f.name, f.distribution, "?", (), "?", "-", "-", f.reason)
+        for f in failures
+        if settings.plugin_enabled(f.name)
+    ]
     runtimes: dict[str, PluginRuntime] = {}
     for found in discovered:
         plugin_settings = settings.plugin(found.name)
@@ -88,8 +92,18 @@ def load_plugins(settings: Settings, load_models: bool = True) -> tuple[dict[str
         if error is None:
             runtimes[found.name] = runtime
             plugin.consumes = consumes  # type: ignore[misc]  # configured routes win
-        reports.append(PluginReport(found.name, found.distribution, found.version, consumes,
-                                    found.cls.produces, str(device), plugin.model_version, error))
+        reports.append(
+            PluginReport(
+                found.name,
+                found.distribution,
+                found.version,
+                consumes,
+                found.cls.produces,
+                str(device),
+                plugin.model_version,
+                error,
+            )
+        )
     broken = [r for r in reports if r.error]
     if broken and settings.fail_fast:
         raise PluginLoadError("; ".join(f"{r.name}: {r.error}" for r in broken))
@@ -111,28 +125,30 @@ def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
     admin = KafkaAdminClient(**_kafka_python_options(settings))
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(t, settings.partitions, settings.replication_factor)
-               for t in sorted(set(topics) - existing)]
+        new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in sorted(set(topics) - existing)]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
             log.info("created topics: %s", ", ".join(t.name for t in new))
     finally:
         admin.close()
 
 
 def _kafka_python_options(settings: KafkaSettings) -> dict[str, object]:
-    options: dict[str, object] = {"bootstrap_servers": settings.bootstrap.split(","),
-                                  "security_protocol": settings.security_protocol}
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap.split(","),
+        "security_protocol": settings.security_protocol,
+    }
     if settings.security_protocol.startswith("SASL"):
-        options.update(sasl_mechanism=settings.sasl_mechanism, sasl_plain_username=settings.sasl_username,
-                       sasl_plain_password=settings.sasl_password.get_secret_value()
-                       if settings.sasl_password else None)
+        options.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+        )
     if settings.security_protocol in ("SSL", "SASL_SSL"):
-        options.update(ssl_cafile=settings.ssl_cafile, ssl_certfile=settings.ssl_certfile,
-                       ssl_keyfile=settings.ssl_keyfile)
+        options.update(
+            ssl_cafile=settings.ssl_cafile, ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile
+        )
     return options
 
 
@@ -149,8 +165,9 @@ def _faust_credentials(settings: KafkaSettings) -> faust.auth.Credentials | None
     if settings.security_protocol == "SSL":
         return faust.SSLCredentials(context)
     password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    return faust.SASLCredentials(username=settings.sasl_username, password=password,
-                                 mechanism=settings.sasl_mechanism, ssl_context=context)
+    return faust.SASLCredentials(
+        username=settings.sasl_username, password=password, mechanism=settings.sasl_mechanism, ssl_context=context
+    )
 
 
 class StreamprocWorker:
@@ -162,10 +179,15 @@ class StreamprocWorker:
         self.runtimes = runtimes
         self.router = build_router(settings, runtimes)
         redis = redis_client(settings.redis)
-        self.engine = Engine(settings, runtimes, self.router, RedisSink(redis, settings.redis),
-                             KafkaSink(settings.kafka), KeyedStateStore(redis, settings.redis.key_prefix,
-                                                                        settings.redis.state_ttl_s),
-                             self.metrics)
+        self.engine = Engine(
+            settings,
+            runtimes,
+            self.router,
+            RedisSink(redis, settings.redis),
+            KafkaSink(settings.kafka),
+            KeyedStateStore(redis, settings.redis.key_prefix, settings.redis.state_ttl_s),
+            self.metrics,
+        )
         self.redis = redis
         self.health = HealthServer(self.metrics, settings.http.bind, settings.http.port, self._ready)
         self.app = self._build_app()
@@ -205,8 +227,14 @@ class StreamprocWorker:
             await self._engine_started.wait()
             async for event in stream.noack().events():
                 msg = event.message
-                source = SourceRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
-                                      int(msg.timestamp * 1000) if msg.timestamp else None)
+                source = SourceRecord(
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    msg.key,
+                    msg.value,
+                    int(msg.timestamp * 1000) if msg.timestamp else None,
+                )
                 await engine.accept(source, event.ack)
 
         @app.task
@@ -264,8 +292,14 @@ class StreamprocWorker:
     def run(self) -> None:
         """Run until SIGTERM/SIGINT; blocks. Exits within ``shutdown_timeout_s`` of the signal."""
         ensure_topics(self.settings.kafka, self.topics())
-        worker = _BoundedWorker(self.app, self.settings.shutdown_timeout_s, loglevel=self.settings.log_level,
-                                redirect_stdouts=False, override_logging=False, quiet=True)
+        worker = _BoundedWorker(
+            self.app,
+            self.settings.shutdown_timeout_s,
+            loglevel=self.settings.log_level,
+            redirect_stdouts=False,
+            override_logging=False,
+            quiet=True,
+        )
         worker.execute_from_commandline()
 
 

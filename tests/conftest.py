@@ -86,6 +86,19 @@ def test_plugins_path() -> Path:
             digest.update(path.name.encode() + path.read_bytes())
     target = cache_dir() / f"testplugins-{digest.hexdigest()[:12]}"
     if not (target / "streamproc_testplugins").exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--target", str(target), str(FIXTURE_PLUGINS)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--target",
+                str(target),
+                str(FIXTURE_PLUGINS),
+            ],
+            check=True,
+        )
     return target

@@ -8,8 +8,15 @@ import sys
 import faust
 
 bootstrap, app_id, source_name, target_name = sys.argv[1:5]
-app = faust.App(app_id, broker=f"kafka://{bootstrap}", value_serializer="raw", key_serializer="raw",
-                web_enabled=False, topic_partitions=3, consumer_auto_offset_reset="earliest")
+app = faust.App(
+    app_id,
+    broker=f"kafka://{bootstrap}",
+    value_serializer="raw",
+    key_serializer="raw",
+    web_enabled=False,
+    topic_partitions=3,
+    consumer_auto_offset_reset="earliest",
+)
 source = app.topic(source_name, key_type=bytes, value_type=bytes)
 target = app.topic(target_name, key_type=bytes, value_type=bytes)
 

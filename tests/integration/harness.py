@@ -27,10 +27,15 @@ def make_settings(endpoints: Any, name: str, plugins: dict[str, dict[str, Any]],
     """Worker settings (as YAML data) with this test's own topics, group and key prefix."""
     data: dict[str, Any] = {
         "app_id": f"test-{name}",
-        "kafka": {"bootstrap": endpoints.kafka_bootstrap, "partitions": 3,
-                  "input_topics": {t: f"{name}-{t}" for t in ("playback", "upload", "audio")},
-                  "output_topic_prefix": f"{name}-out-", "dead_letter_topic": f"{name}-dlq",
-                  "commit_interval_s": 0.5, "session_timeout_s": 10},
+        "kafka": {
+            "bootstrap": endpoints.kafka_bootstrap,
+            "partitions": 3,
+            "input_topics": {t: f"{name}-{t}" for t in ("playback", "upload", "audio")},
+            "output_topic_prefix": f"{name}-out-",
+            "dead_letter_topic": f"{name}-dlq",
+            "commit_interval_s": 0.5,
+            "session_timeout_s": 10,
+        },
         "redis": {"url": endpoints.redis_url, "key_prefix": f"t:{name}:"},
         "http": {"bind": "127.0.0.1", "port": 0},
         "plugins": plugins,
@@ -71,8 +76,9 @@ class WorkerProcess:
         if self.extra_path is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.extra_path), env.get("PYTHONPATH")]))
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streamproc", "worker"], stdout=log,
-                                         stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamproc", "worker"], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -151,8 +157,13 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
 
 def read_topic(bootstrap: str, topic: str, min_count: int, timeout_s: float = 60.0) -> list[dict[str, Any]]:
     """Every JSON record of ``topic`` from the start, waiting until at least ``min_count`` arrived."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -174,18 +185,27 @@ def feed(client: redis.Redis, prefix: str, kind: str) -> list[dict[str, Any]]:
 
 
 def envelope(event_id: str, event_type: str, **fields: Any) -> dict[str, Any]:
-    return {"id": event_id, "type": event_type, "ts": int(time.time() * 1000), "user_id": fields.pop("user_id", "u1"),
-            **fields}
+    return {
+        "id": event_id,
+        "type": event_type,
+        "ts": int(time.time() * 1000),
+        "user_id": fields.pop("user_id", "u1"),
+        **fields,
+    }
 
 
-def playback(event_id: str, user: str, item: str, action: str = "complete", media: str = "video") -> tuple[bytes, bytes]:
-    doc = envelope(event_id, "playback", user_id=user, item_id=item, action=action, position_s=0.0,
-                   duration_s=100.0, media=media)
+def playback(
+    event_id: str, user: str, item: str, action: str = "complete", media: str = "video"
+) -> tuple[bytes, bytes]:
+    doc = envelope(
+        event_id, "playback", user_id=user, item_id=item, action=action, position_s=0.0, duration_s=100.0, media=media
+    )
     return user.encode(), json.dumps(doc).encode()
 
 
-def upload(event_id: str, upload_id: str, title: str = "A title", image: bytes | None = None,
-           **fields: Any) -> tuple[bytes, bytes]:
+def upload(
+    event_id: str, upload_id: str, title: str = "A title", image: bytes | None = None, **fields: Any
+) -> tuple[bytes, bytes]:
     doc = envelope(event_id, "upload", upload_id=upload_id, title=title, **fields)
     if image is not None:
         doc["image"] = base64.b64encode(image).decode()

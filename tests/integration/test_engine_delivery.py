@@ -47,9 +47,16 @@ def _start(endpoints, unique, tmp_path, test_plugins_path, enabled, plugins=None
 
 
 def test_bad_records_become_dead_letters_with_reasons_and_the_worker_keeps_consuming(
-        endpoints, unique, tmp_path: Path, test_plugins_path: Path) -> None:
-    worker = _start(endpoints, unique, tmp_path, test_plugins_path, ["echo", "media"],
-                    limits={"max_image_bytes": 1000, "max_audio_seconds": 2.0})
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
+    worker = _start(
+        endpoints,
+        unique,
+        tmp_path,
+        test_plugins_path,
+        ["echo", "media"],
+        limits={"max_image_bytes": 1000, "max_audio_seconds": 2.0},
+    )
     png = _png()
     truncated_png = png[: len(png) // 2]
     long_wav = encode_wav(np.zeros(16000 * 3, np.float32))
@@ -58,8 +65,12 @@ def test_bad_records_become_dead_letters_with_reasons_and_the_worker_keeps_consu
         (b"k1", b'{"id": "x", "type": '),
         (b"k2", b"\xff\xfe not utf-8"),
         (b"k3", json.dumps(envelope("unknown-type", "telemetry")).encode()),
-        (b"k4", json.dumps({k: v for k, v in json.loads(playback("missing", "u", "1")[1]).items()
-                            if k != "item_id"}).encode()),
+        (
+            b"k4",
+            json.dumps(
+                {k: v for k, v in json.loads(playback("missing", "u", "1")[1]).items() if k != "item_id"}
+            ).encode(),
+        ),
         (b"k5", json.dumps({**json.loads(playback("mistyped", "u", "1")[1]), "position_s": "ten"}).encode()),
         upload("oversized", "up-big", image=png + b"\x00" * 2000),
         upload("not-an-image", "up-gif", image=b"GIF89a" + b"\x00" * 20),
@@ -95,9 +106,16 @@ def test_bad_records_become_dead_letters_with_reasons_and_the_worker_keeps_consu
 
 
 def test_plugin_failing_in_infer_dead_letters_its_events_and_spares_other_plugins(
-        endpoints, unique, tmp_path: Path, test_plugins_path: Path) -> None:
-    worker = _start(endpoints, unique, tmp_path, test_plugins_path, ["echo", "flaky"],
-                    plugins={"flaky": {"batch": {"max_batch_size": 8, "max_wait_ms": 50}}})
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
+    worker = _start(
+        endpoints,
+        unique,
+        tmp_path,
+        test_plugins_path,
+        ["echo", "flaky"],
+        plugins={"flaky": {"batch": {"max_batch_size": 8, "max_wait_ms": 50}}},
+    )
     titles = ["fine"] * 10 + ["boom", "refuse"] + ["fine"] * 10
     records = [upload(f"e{i}", f"up{i}", title=t) for i, t in enumerate(titles)]
     try:
@@ -118,7 +136,8 @@ def test_plugin_failing_in_infer_dead_letters_its_events_and_spares_other_plugin
 
 
 def test_replayed_events_leave_redis_feeds_and_keyed_state_unchanged(
-        endpoints, unique, tmp_path: Path, test_plugins_path: Path) -> None:
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
     worker = _start(endpoints, unique, tmp_path, test_plugins_path, ["echo", "counter"])
     events = [playback(f"r{i}", f"user{i % 3}", str(i)) for i in range(30)]
     client = redis.Redis.from_url(endpoints.redis_url)
@@ -130,8 +149,14 @@ def test_replayed_events_leave_redis_feeds_and_keyed_state_unchanged(
         before = {k: feed(client, prefix, k) for k in ("echo", "count")}
         latest_before = client.get(f"{prefix}latest:count:user1")
         produce(endpoints.kafka_bootstrap, f"{unique}-playback", events)  # the same events again
-        wait_for(lambda: worker.metric("streamproc_events_consumed_total") == 60
-                 and worker.metric("streamproc_in_flight_events") == 0, 60, "the replay to be consumed")
+        wait_for(
+            lambda: (
+                worker.metric("streamproc_events_consumed_total") == 60
+                and worker.metric("streamproc_in_flight_events") == 0
+            ),
+            60,
+            "the replay to be consumed",
+        )
     finally:
         worker.terminate()
     assert {k: feed(client, prefix, k) for k in ("echo", "count")} == before
@@ -141,18 +166,27 @@ def test_replayed_events_leave_redis_feeds_and_keyed_state_unchanged(
 
 
 def test_slow_plugin_applies_backpressure_and_drops_nothing(
-        endpoints, unique, tmp_path: Path, test_plugins_path: Path) -> None:
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
     max_in_flight, max_queue, count = 24, 8, 120
-    worker = _start(endpoints, unique, tmp_path, test_plugins_path, ["slow"], max_in_flight=max_in_flight,
-                    plugins={"slow": {"options": {"delay_s": 0.05}, "batch": {"max_queue": max_queue}}})
+    worker = _start(
+        endpoints,
+        unique,
+        tmp_path,
+        test_plugins_path,
+        ["slow"],
+        max_in_flight=max_in_flight,
+        plugins={"slow": {"options": {"delay_s": 0.05}, "batch": {"max_queue": max_queue}}},
+    )
     wav = encode_wav(np.zeros(1600, np.float32))
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append((worker.metric("streamproc_in_flight_events"),
-                            worker.metric("streamproc_queue_depth", plugin="slow")))
+            samples.append(
+                (worker.metric("streamproc_in_flight_events"), worker.metric("streamproc_queue_depth", plugin="slow"))
+            )
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample)
@@ -171,10 +205,19 @@ def test_slow_plugin_applies_backpressure_and_drops_nothing(
 
 
 def test_sigterm_drains_commits_and_exits_within_bound_and_restart_repeats_nothing(
-        endpoints, unique, tmp_path: Path, test_plugins_path: Path) -> None:
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
     count, bound = 200, 20
-    worker = _start(endpoints, unique, tmp_path, test_plugins_path, ["slow"], shutdown_timeout_s=bound,
-                    max_in_flight=16, plugins={"slow": {"options": {"delay_s": 0.1}}})
+    worker = _start(
+        endpoints,
+        unique,
+        tmp_path,
+        test_plugins_path,
+        ["slow"],
+        shutdown_timeout_s=bound,
+        max_in_flight=16,
+        plugins={"slow": {"options": {"delay_s": 0.1}}},
+    )
     wav = encode_wav(np.zeros(1600, np.float32))
     produce(endpoints.kafka_bootstrap, f"{unique}-audio", [audio(f"t{i}", f"a{i % 9}", wav) for i in range(count)])
     wait_for(lambda: worker.metric("streamproc_results_total") >= 30, 60, "some results before SIGTERM")

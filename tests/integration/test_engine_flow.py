@@ -16,14 +16,14 @@ from harness import (
     produce,
     read_topic,
     upload,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def test_every_valid_event_yields_its_results_in_redis_and_on_its_topic(endpoints, unique, tmp_path: Path,
-                                                                        test_plugins_path: Path) -> None:
+def test_every_valid_event_yields_its_results_in_redis_and_on_its_topic(
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
     settings = make_settings(endpoints, unique, {}, enabled_plugins=["echo", "shout"])
     create_topics(endpoints.kafka_bootstrap, settings["kafka"]["input_topics"].values())
     worker = WorkerProcess(settings, tmp_path, test_plugins_path).start()

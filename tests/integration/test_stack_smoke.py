@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
-from harness import create_topics, produce, read_topic
+from harness import create_topics, produce
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +25,13 @@ def test_thousand_records_go_through_kafka_consumer_group_and_redis(endpoints, u
     client = redis.Redis.from_url(endpoints.redis_url)
 
     async def consume() -> int:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=endpoints.kafka_bootstrap, group_id=f"{unique}-group",
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=endpoints.kafka_bootstrap,
+            group_id=f"{unique}-group",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         seen = 0
         try:
@@ -56,8 +61,12 @@ def test_minimal_faust_agent_forwards_every_record(endpoints, unique, tmp_path: 
     produce(endpoints.kafka_bootstrap, source, ((str(i).encode(), f"v{i}".encode()) for i in range(COUNT)))
     script = Path(__file__).with_name("faust_forwarder.py")
     log = (tmp_path / "faust.log").open("wb")
-    app = subprocess.Popen([sys.executable, str(script), endpoints.kafka_bootstrap, f"smoke-{unique}", source,
-                            target], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    app = subprocess.Popen(
+        [sys.executable, str(script), endpoints.kafka_bootstrap, f"smoke-{unique}", source, target],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     try:
         forwarded = read_topic_raw(endpoints.kafka_bootstrap, target, COUNT)
     finally:
@@ -69,8 +78,13 @@ def test_minimal_faust_agent_forwards_every_record(endpoints, unique, tmp_path: 
 def read_topic_raw(bootstrap: str, topic: str, count: int) -> list[str]:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=60_000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=60_000,
+    )
     values = []
     try:
         for message in consumer:

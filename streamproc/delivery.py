@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class PendingRecord:
 
 
 PublishedHook = Callable[[PendingRecord, Publication], None]
+WriteHook = Callable[[float], None]
 FailureHook = Callable[[str, BaseException], None]
 
 
@@ -75,12 +77,14 @@ class OrderedPublisher:
         retry_s: float,
         on_published: PublishedHook,
         on_failure: FailureHook,
+        on_written: WriteHook,
     ) -> None:
         self.redis_sink = redis_sink
         self.kafka_sink = kafka_sink
         self.retry_s = retry_s
         self._on_published = on_published
         self._on_failure = on_failure
+        self._on_written = on_written
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._unacked = 0
         self._idle = asyncio.Event()
@@ -130,7 +134,9 @@ class OrderedPublisher:
             while queue.records and queue.records[0].work.done() and len(batch) < MAX_PUBLICATION_BATCH:
                 batch.append(queue.records.popleft())
             publications = [self._publication(r) for r in batch]
+            started = time.perf_counter()
             await self._write(publications)  # step 3
+            self._on_written(time.perf_counter() - started)
             for record, publication in zip(batch, publications, strict=True):
                 record.ack()  # step 4
                 self._on_published(record, publication)

@@ -75,7 +75,6 @@ def run_demo(base: Settings, count: int, keep_stack: bool) -> int:
         _stop(worker)
         if started_stack and not keep_stack:
             stack.down()
-            _say("stack stopped")
     return status
 
 

@@ -69,7 +69,12 @@ class Engine:
             name: MicroBatcher(rt, settings.infer_timeout_s, self._observe_batch) for name, rt in runtimes.items()
         }
         self.publisher = OrderedPublisher(
-            redis_sink, kafka_sink, settings.publish_retry_s, self._observe_published, self._observe_sink_failure
+            redis_sink,
+            kafka_sink,
+            settings.publish_retry_s,
+            self._observe_published,
+            self._observe_sink_failure,
+            metrics.publish_seconds.observe,
         )
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self.started = False

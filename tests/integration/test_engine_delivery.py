@@ -249,3 +249,38 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
     finally:
         admin.close()
     return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+def test_keyed_state_survives_kill_9_and_redelivery_counts_nothing_twice(
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
+    users, per_user = 4, 60
+    worker = _start(
+        endpoints,
+        unique,
+        tmp_path,
+        test_plugins_path,
+        ["counter", "slow"],
+        max_in_flight=8,
+        kafka={"commit_interval_s": 5.0},
+    )
+    events = [playback(f"k{i}", f"user{i % users}", str(i)) for i in range(users * per_user)]
+    produce(endpoints.kafka_bootstrap, f"{unique}-playback", events)
+    wait_for(lambda: worker.metric("streamproc_results_total") >= 40, 60, "some counts before the kill")
+    worker.kill()  # no drain, no commit: everything since the last commit is redelivered
+    again = WorkerProcess(worker.settings, tmp_path, test_plugins_path).start()
+    client = redis.Redis.from_url(endpoints.redis_url)
+    prefix = worker.settings["redis"]["key_prefix"]
+    try:
+        wait_for(
+            lambda: len({r["event_id"] for r in feed(client, prefix, "count")}) == len(events),
+            120,
+            "a count for every event",
+        )
+    finally:
+        again.terminate()
+    for user in range(users):
+        state = json.loads(client.hget(f"{prefix}state:counter:user{user}", "state"))
+        assert state["count"] == per_user, f"user{user}: {state['count']} != {per_user}"
+    feed_ids = [r["event_id"] for r in feed(client, prefix, "count")]
+    assert len(feed_ids) == len(set(feed_ids)), "a redelivered event added a second feed entry"

@@ -88,9 +88,14 @@ class LimitSettings(_Section):
     max_audio_seconds: float = Field(60.0, gt=0, description="longest audio clip, read from the WAV header")
     max_text_chars: int = Field(5000, ge=1, description="title plus description of an upload")
     allow_uris: bool = Field(False, description="accept image_uri/audio_uri (off by default)")
+    uri_allowlist: list[str] = Field(
+        default_factory=list, description="with allow_uris: directories file:// URIs may point into"
+    )
 
     def payload_limits(self) -> PayloadLimits:
-        return PayloadLimits(**self.model_dump())
+        data = self.model_dump()
+        data["uri_allowlist"] = tuple(data["uri_allowlist"])
+        return PayloadLimits(**data)
 
 
 class BatchSettings(_Section):

@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,6 +40,7 @@ class PayloadLimits:
     max_audio_seconds: float = 60.0
     max_text_chars: int = 5000
     allow_uris: bool = False
+    uri_allowlist: tuple[str, ...] = ()
 
 
 class BaseEvent(BaseModel):
@@ -109,6 +112,7 @@ EVENT_MODELS: Mapping[str, type[BaseEvent]] = {
     "audio": AudioEvent,
 }
 MEDIA_FIELDS = {"upload": "image", "audio": "audio"}
+URI_SCHEMES = ("file",)
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,8 @@ def decode_event(raw: bytes, limits: PayloadLimits = PayloadLimits()) -> InputEv
     media_field = MEDIA_FIELDS.get(event_type)
     if media_field is not None:
         _decode_media_field(doc, media_field, event_type, limits)
+        if doc.get(f"{media_field}_uri") is not None and doc.get(media_field) is None:
+            doc[media_field] = _read_uri(doc[f"{media_field}_uri"], media_field, event_type, limits)
     try:
         event = model.model_validate(doc)
     except ValidationError as exc:
@@ -195,6 +201,31 @@ def _decode_media_field(doc: dict[str, Any], name: str, event_type: str, limits:
     doc[name] = data
 
 
+def _read_uri(uri: object, name: str, event_type: str, limits: PayloadLimits) -> bytes:
+    """Read a ``file://`` URI under an allow-listed directory, bounded by the size limit."""
+    field = f"{name}_uri"
+    if not isinstance(uri, str):
+        raise InvalidEvent(f"{field}: a string is required")
+    if not limits.allow_uris:
+        raise InvalidEvent(f"{field}: URI inputs are disabled (limits.allow_uris)")
+    parsed = urlparse(uri)
+    if parsed.scheme not in URI_SCHEMES or parsed.netloc not in ("", "localhost"):
+        raise InvalidEvent(f"{field}: scheme {parsed.scheme!r} not allowed (allowed: file:// on this host)")
+    path = os.path.realpath(unquote(parsed.path))
+    allowed = [os.path.realpath(prefix) for prefix in limits.uri_allowlist]
+    if not any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in allowed):
+        raise InvalidEvent(f"{field}: path not under an allow-listed directory (limits.uri_allowlist)")
+    max_bytes = limits.max_image_bytes if event_type == "upload" else limits.max_audio_bytes
+    try:
+        with open(path, "rb") as media:
+            data = media.read(max_bytes + 1)
+    except OSError as exc:
+        raise InvalidEvent(f"{field}: cannot read ({exc.strerror})") from None
+    if len(data) > max_bytes:
+        raise InvalidEvent(f"{field}: file exceeds the limit of {max_bytes} bytes")
+    return data
+
+
 def _check_limits(event: InputEvent, limits: PayloadLimits) -> None:
     if isinstance(event, UploadEvent):
         if (
@@ -206,15 +237,11 @@ def _check_limits(event: InputEvent, limits: PayloadLimits) -> None:
             raise InvalidEvent("upload: carries nothing to process (no image, text or artwork)")
         if event.image is not None:
             sniff_image_format(event.image)
-        if event.image_uri is not None and not limits.allow_uris:
-            raise InvalidEvent("image_uri: URI inputs are disabled (set STREAMPROC_ALLOW_URIS)")
         if len(event.title) + len(event.description) > limits.max_text_chars:
             raise InvalidEvent(f"text: title and description exceed {limits.max_text_chars} characters")
     elif isinstance(event, AudioEvent):
         if event.audio is None and event.audio_uri is None:
             raise InvalidEvent("audio: one of audio or audio_uri is required")
-        if event.audio_uri is not None and not limits.allow_uris:
-            raise InvalidEvent("audio_uri: URI inputs are disabled (set STREAMPROC_ALLOW_URIS)")
         if event.audio is not None:
             seconds = wav_duration_s(event.audio)
             if seconds > limits.max_audio_seconds:

@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from streamproc.errors import StackError
@@ -52,6 +52,15 @@ class StackInfo:
     kafka_pid: int
     redis_pid: int
     home: str
+    controller_port: int = 0
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.rsplit(":", 1)[1])
+
+    @property
+    def redis_port(self) -> int:
+        return int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
 
     def describe(self) -> str:
         return (
@@ -98,7 +107,8 @@ class LocalStack:
         redis_port, kafka_port, controller_port = _free_ports(3)
         redis_pid = self._start_redis(redis_server, redis_port)
         try:
-            kafka_pid = self._start_kafka(java, kafka_port, controller_port, progress)
+            self._format_kafka(java, kafka_port, controller_port)
+            kafka_pid = self._start_kafka(java, kafka_port, progress)
         except BaseException:
             _stop_pid(redis_pid)
             raise
@@ -108,8 +118,38 @@ class LocalStack:
             kafka_pid=kafka_pid,
             redis_pid=redis_pid,
             home=str(self.home),
+            controller_port=controller_port,
         )
+        self._save(info)
+        return info
+
+    def _save(self, info: StackInfo) -> None:
         self._state_file.write_text(json.dumps(asdict(info), indent=2))
+
+    def _running(self) -> StackInfo:
+        if not self._state_file.exists():
+            raise StackError(f"no stack in {self.home}")
+        return StackInfo(**json.loads(self._state_file.read_text()))
+
+    def restart_kafka(self, down_s: float = 0.0) -> StackInfo:
+        """Fault injection: stop the broker (TERM), wait ``down_s``, start it on the same ports and data."""
+        info = self._running()
+        _stop_pid(info.kafka_pid)
+        time.sleep(down_s)
+        java = _require("java", "OpenJDK 17 is required")
+        info = replace(info, kafka_pid=self._start_kafka(java, info.kafka_port, lambda _: None))
+        self._save(info)
+        return info
+
+    def stop_redis(self) -> None:
+        """Fault injection: stop the Redis server (the stack stays registered)."""
+        _stop_pid(self._running().redis_pid)
+
+    def start_redis(self) -> StackInfo:
+        """Start Redis again on its port (after ``stop_redis``); its data is gone (no persistence)."""
+        info = self._running()
+        info = replace(info, redis_pid=self._start_redis(ensure_redis_server(), info.redis_port))
+        self._save(info)
         return info
 
     def down(self, quiet: bool = False) -> bool:
@@ -179,47 +219,61 @@ class LocalStack:
         _wait_for(lambda: _redis_ping(port), 20.0, f"Redis on port {port}", proc, self.home / "redis.log")
         return proc.pid
 
-    def _start_kafka(self, java: str, port: int, controller_port: int, progress: Callable[[str], None]) -> int:
+    def _format_kafka(self, java: str, port: int, controller_port: int) -> None:
         run = self.home / "kafka"
         shutil.rmtree(run, ignore_errors=True)
         (run / "data").mkdir(parents=True)
-        props = run / "server.properties"
-        props.write_text(_server_properties(port, controller_port, run / "data"))
-        log4j = run / "log4j2.properties"
-        log4j.write_text(_LOG4J2)
-        base = [
+        (run / "server.properties").write_text(_server_properties(port, controller_port, run / "data"))
+        (run / "log4j2.properties").write_text(_LOG4J2)
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if cluster_id.startswith("-"):
+            cluster_id = "A" + cluster_id[1:]
+        cmd = [
+            *self._java(java),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(run / "server.properties"),
+            "--standalone",
+        ]
+        fmt = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if fmt.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout[-1500:]}{fmt.stderr[-1500:]}")
+
+    def _java(self, java: str) -> list[str]:
+        run = self.home / "kafka"
+        return [
             java,
             f"-Xmx{self.kafka_heap_mb}m",
             f"-Xms{min(256, self.kafka_heap_mb)}m",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dlog4j2.configurationFile={run / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={run}",
             "-cp",
             f"{self.libs}/*",
         ]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if cluster_id.startswith("-"):
-            cluster_id = "A" + cluster_id[1:]
-        fmt = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout[-1500:]}{fmt.stderr[-1500:]}")
+
+    def _start_kafka(self, java: str, port: int, progress: Callable[[str], None]) -> int:
+        run = self.home / "kafka"
         progress(f"starting Kafka {KAFKA_VERSION} on 127.0.0.1:{port} ...")
+        server_log = run / "server.log"
+        started_at = server_log.stat().st_size if server_log.exists() else 0
         out = open(run / "kafka.out", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [*base, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*self._java(java), "kafka.Kafka", str(run / "server.properties")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         _wait_for(
-            lambda: _kafka_ready(port, run / "server.log"),
+            lambda: _kafka_ready(port, server_log, started_at),
             READY_TIMEOUT_S,
             f"Kafka on port {port}",
             proc,
-            run / "server.log",
+            server_log,
         )
         return proc.pid
 
@@ -372,11 +426,13 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
-def _kafka_ready(port: int, server_log: Path) -> bool:
-    """Ready once the broker logged its start and accepts connections on its port."""
+def _kafka_ready(port: int, server_log: Path, log_offset: int = 0) -> bool:
+    """Ready once the broker logged its start (after ``log_offset``) and accepts connections."""
     try:
-        if "Kafka Server started" not in server_log.read_text(errors="replace"):
-            return False
+        with server_log.open("rb") as log:
+            log.seek(log_offset)
+            if b"Kafka Server started" not in log.read():
+                return False
         with socket.create_connection(("127.0.0.1", port), timeout=1.0):
             return True
     except OSError:

@@ -124,3 +124,28 @@ def test_uri_inputs_are_off_by_default() -> None:
 def test_an_upload_with_nothing_to_process_is_refused() -> None:
     with pytest.raises(InvalidEvent, match="carries nothing to process"):
         decode_event(raw({"id": "e", "type": "upload", "ts": 1, "user_id": "u", "upload_id": "x"}))
+
+
+def test_uri_inputs_when_enabled_read_only_allow_listed_files(tmp_path) -> None:
+    allowed = tmp_path / "media"
+    allowed.mkdir()
+    png = b"\x89PNG\r\n\x1a\n" + b"body"
+    (allowed / "a.png").write_bytes(png)
+    (tmp_path / "secret.png").write_bytes(png)
+    limits = PayloadLimits(allow_uris=True, uri_allowlist=(str(allowed),), max_image_bytes=100)
+
+    def upload(uri: str) -> bytes:
+        return raw({"id": "e", "type": "upload", "ts": 1, "user_id": "u", "upload_id": "x", "image_uri": uri})
+
+    assert decode_event(upload(f"file://{allowed}/a.png"), limits).image == png
+    for uri, reason in [
+        (f"file://{allowed}/../secret.png", "not under an allow-listed directory"),
+        (f"file://{tmp_path}/secret.png", "not under an allow-listed directory"),
+        ("http://example.com/a.png", "scheme 'http' not allowed"),
+        (f"file://{allowed}/missing.png", "cannot read"),
+    ]:
+        with pytest.raises(InvalidEvent, match=reason):
+            decode_event(upload(uri), limits)
+    (allowed / "big.png").write_bytes(png + b"\0" * 200)
+    with pytest.raises(InvalidEvent, match="exceeds the limit of 100 bytes"):
+        decode_event(upload(f"file://{allowed}/big.png"), limits)

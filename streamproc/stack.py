@@ -75,9 +75,10 @@ class StackInfo:
 class LocalStack:
     """Start, inspect and stop one local Kafka + Redis stack rooted at ``home``."""
 
-    def __init__(self, home: Path | None = None, kafka_heap_mb: int = 512) -> None:
+    def __init__(self, home: Path | None = None, kafka_heap_mb: int = 512, persistent_redis: bool = False) -> None:
         self.home = Path(home) if home else cache_dir() / "stack"
         self.kafka_heap_mb = kafka_heap_mb
+        self.persistent_redis = persistent_redis  # append-only file, so a Redis restart keeps the data
         self.libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
 
     @property
@@ -206,7 +207,7 @@ class LocalStack:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent_redis else "no",
                 "--dir",
                 str(data),
                 "--protected-mode",

@@ -5,7 +5,9 @@
 - ``counter``: keyed state per user: how many playback events the user had (replays must
   not count twice).
 - ``flaky``: uploads; refuses a title ``refuse`` in prepare, raises in infer on ``boom``.
-- ``slow``: audio; sleeps ``options.delay_s`` per batch (backpressure, SIGTERM drain).
+- ``slow``: audio; sleeps ``options.delay_s`` per batch (backpressure, SIGTERM drain), and
+  ``options.hang_s`` more when the batch holds an event whose id starts with ``hang`` (a
+  plugin that hangs, for the engine's timeout).
 - ``media``: uploads and audio; decodes the image or WAV (corrupt media -> dead letter).
 """
 
@@ -108,7 +110,10 @@ class Slow(_Base):
         return {"id": event.id}
 
     def infer(self, batch: Sequence[Any]) -> Sequence[Any]:
-        time.sleep(float(self.context.options.get("delay_s", 0.2)))
+        delay = float(self.context.options.get("delay_s", 0.2))
+        if any(x["id"].startswith("hang") for x in batch):
+            delay += float(self.context.options.get("hang_s", 0.0))
+        time.sleep(delay)
         return super().infer(batch)
 
     def result(self, event: Event, output: Any) -> Mapping[str, Any]:

@@ -1,0 +1,229 @@
+"""The accounting harness: a mixed workload with known expectations, and the audit of a run.
+
+Every valid event must end, for every plugin routed to it, as a result on that plugin's
+output topic or as a dead letter naming the plugin; every bad record as a decode dead
+letter. Nothing else is acceptable: that is "lost = 0". Duplicates on topics are counted
+(at-least-once allows them); duplicates in Redis feeds are not allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+
+from streamproc.media import encode_wav
+
+FULL = os.environ.get("STREAMPROC_TEST_FULL") == "1"
+EVENTS = 20_000 if FULL else 3_000
+RATE = 400.0 if FULL else 250.0
+RESULTS = Path(os.environ.get("STREAMPROC_RELIABILITY_OUT", "/tmp/streamproc-reliability"))
+USERS = 50
+PLUGINS = ["echo", "shout", "counter", "flaky", "slow"]
+KINDS = {"echo": "echo", "shout": "shout", "counter": "count", "flaky": "flaky", "slow": "slow"}
+
+
+@dataclass
+class Workload:
+    """Records to produce, and what each must lead to."""
+
+    name: str
+    records: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # topic, key, value
+    expected: dict[str, set[str]] = field(default_factory=dict)  # plugin -> event ids
+    must_dead_letter: dict[str, tuple[str, str]] = field(default_factory=dict)  # id/key -> (stage, plugin)
+    plays_per_user: Counter[str] = field(default_factory=Counter)
+
+
+def settings_for(bootstrap: str, redis_url: str, name: str) -> dict[str, Any]:
+    """Worker settings for the workload's plugins, topics, group and key prefix."""
+    from harness import make_settings
+
+    return make_settings(
+        SimpleNamespace(kafka_bootstrap=bootstrap, redis_url=redis_url),
+        name,
+        {
+            "slow": {"options": {"delay_s": 0.005, "hang_s": 4.0}},
+            "flaky": {"batch": {"max_batch_size": 8}},
+        },
+        enabled_plugins=PLUGINS,
+        infer_timeout_s=2.0,
+        redis={"feed_maxlen": 1_000_000},
+        kafka={"partitions": 4, "commit_interval_s": 1.0},
+    )
+
+
+def build(name: str, count: int) -> Workload:
+    """``count`` records: 60% playback, 25% upload, 10% audio, 5% bad; some poisonous."""
+    work = Workload(name)
+    work.expected = {p: set() for p in PLUGINS}
+    wav = encode_wav(np.zeros(800, np.float32))
+    import base64
+
+    wav_b64 = base64.b64encode(wav).decode()
+    for i in range(count):
+        slot = i % 20
+        ts = int(time.time() * 1000)
+        if slot < 12:
+            user = f"user{i % USERS}"
+            event_id = f"p{i}"
+            doc = {
+                "id": event_id,
+                "type": "playback",
+                "ts": ts,
+                "user_id": user,
+                "item_id": str(i % 97),
+                "action": "complete",
+                "position_s": 0.0,
+                "duration_s": 60.0,
+                "media": "video",
+            }
+            work.records.append((f"{name}-playback", user.encode(), json.dumps(doc).encode()))
+            work.expected["counter"].add(event_id)
+            work.plays_per_user[user] += 1
+        elif slot < 17:
+            title = "boom" if i % 200 == 12 else "refuse" if i % 200 == 13 else f"title {i}"
+            event_id = f"u{i}"
+            doc = {"id": event_id, "type": "upload", "ts": ts, "user_id": "up", "upload_id": event_id, "title": title}
+            work.records.append((f"{name}-upload", event_id.encode(), json.dumps(doc).encode()))
+            if title == "boom":
+                work.must_dead_letter[event_id] = ("infer", "flaky")
+            elif title == "refuse":
+                work.must_dead_letter[event_id] = ("prepare", "flaky")
+            work.expected["flaky"].add(event_id)
+        elif slot < 19:
+            event_id = f"hang{i}" if i % 1000 == 17 else f"a{i}"
+            doc = {"id": event_id, "type": "audio", "ts": ts, "user_id": "au", "audio_id": event_id, "audio": wav_b64}
+            work.records.append((f"{name}-audio", event_id.encode(), json.dumps(doc).encode()))
+            if event_id.startswith("hang"):
+                work.must_dead_letter[event_id] = ("timeout", "slow")
+            work.expected["slow"].add(event_id)
+        else:
+            key = f"bad{i}"
+            work.records.append((f"{name}-upload", key.encode(), b'{"id": "' + key.encode() + b'", "type": '))
+            work.must_dead_letter[key] = ("decode", "")
+            continue
+        work.expected["echo"].add(event_id)
+        work.expected["shout"].add(event_id)
+    return work
+
+
+class PacedProducer(threading.Thread):
+    """Produces the workload at ``rate`` records/s in a background thread."""
+
+    def __init__(self, bootstrap: str, work: Workload, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.work, self.rate = bootstrap, work, rate
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                linger_ms=5,
+                retries=20,
+                reconnect_backoff_max_ms=2000,
+                request_timeout_ms=60000,
+            )
+            started = time.monotonic()
+            for topic, key, value in self.work.records:
+                producer.send(topic, key=key, value=value)
+                self.sent += 1
+                ahead = self.sent / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+            producer.flush(timeout=120)
+            producer.close()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def read_all(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[dict[str, Any]]:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(idle_s * 1000),
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    try:
+        return [json.loads(message.value) for message in consumer]
+    finally:
+        consumer.close()
+
+
+@dataclass
+class Audit:
+    """What a run did, against what it had to do."""
+
+    events: int
+    lost: dict[str, list[str]]
+    wrong_dead_letters: list[str]
+    topic_duplicates: int
+    feed_duplicates: int
+    state_errors: list[str]
+    dead_letters: int
+
+    @property
+    def lost_total(self) -> int:
+        return sum(len(v) for v in self.lost.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "lost": self.lost_total,
+            "dead_letters": self.dead_letters,
+            "duplicates_on_topics": self.topic_duplicates,
+            "duplicates_in_feeds": self.feed_duplicates,
+            "state_errors": len(self.state_errors),
+        }
+
+
+def audit(work: Workload, bootstrap: str, redis_url: str, prefix: str) -> Audit:
+    """Check every expectation of ``work`` against the topics, the DLQ and Redis."""
+    name = work.name
+    dead = read_all(bootstrap, f"{name}-dlq")
+    dead_by_plugin: dict[str, set[str]] = {}
+    for letter in dead:
+        dead_by_plugin.setdefault(letter["plugin"] or "", set()).add(letter["event_id"] or letter["key"])
+    lost: dict[str, list[str]] = {}
+    duplicates = 0
+    client = redis.Redis.from_url(redis_url)
+    feed_duplicates = 0
+    for plugin, ids in work.expected.items():
+        results = read_all(bootstrap, f"{name}-out-{KINDS[plugin]}")
+        produced = Counter(r["event_id"] for r in results)
+        duplicates += sum(c - 1 for c in produced.values())
+        missing = ids - set(produced) - dead_by_plugin.get(plugin, set())
+        if missing:
+            lost[plugin] = sorted(missing)[:20] + ([f"... {len(missing)} in all"] if len(missing) > 20 else [])
+        feed = Counter(json.loads(f[b"record"])["event_id"] for _, f in client.xrange(f"{prefix}feed:{KINDS[plugin]}"))
+        feed_duplicates += sum(c - 1 for c in feed.values())
+        gone = ids - set(feed) - dead_by_plugin.get(plugin, set())
+        if gone:
+            lost.setdefault(f"{plugin} (redis)", sorted(gone)[:20])
+    wrong = []
+    for key, (stage, plugin) in work.must_dead_letter.items():
+        if not any(
+            (d["event_id"] or d["key"]) == key and d["stage"] == stage and (d["plugin"] or "") == plugin for d in dead
+        ):
+            wrong.append(f"{key}: expected a {stage} dead letter from {plugin or 'decode'}")
+    state_errors = []
+    for user, count in work.plays_per_user.items():
+        raw = client.hget(f"{prefix}state:counter:{user}", "state")
+        got = json.loads(raw)["count"] if raw else 0
+        if got != count:
+            state_errors.append(f"{user}: count {got} != {count}")
+    return Audit(len(work.records), lost, wrong, duplicates, feed_duplicates, state_errors, len(dead))

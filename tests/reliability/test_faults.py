@@ -1,0 +1,155 @@
+"""Faults during a run, each with zero lost events and recovery without a manual step.
+
+Each test streams a paced mixed workload (``accounting.build``: a plugin that raises on
+some inputs and one that hangs on others are part of every run), injects its fault
+mid-stream, lets the worker(s) finish, and audits every event. Recovery time: from the
+end of the fault (restart done) to the first new result. The figures of each run are
+written as JSON to ``$STREAMPROC_RELIABILITY_OUT``. ``STREAMPROC_TEST_FULL=1`` runs
+20,000 events per fault instead of 3,000.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from accounting import EVENTS, RATE, RESULTS, PacedProducer, audit, build, settings_for
+from harness import WorkerProcess, create_topics, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _run(
+    fault_stack,
+    name: str,
+    tmp_path: Path,
+    test_plugins_path: Path,
+    inject: Callable[[list[WorkerProcess], dict[str, Any], PacedProducer], dict[str, float]],
+) -> dict[str, Any]:
+    _, info = fault_stack
+    settings = settings_for(info.kafka_bootstrap, info.redis_url, name)
+    work = build(name, EVENTS)
+    create_topics(info.kafka_bootstrap, settings["kafka"]["input_topics"].values(), partitions=4)
+    workers = [WorkerProcess(settings, tmp_path, test_plugins_path).start()]
+    producer = PacedProducer(info.kafka_bootstrap, work, RATE)
+    started = time.monotonic()
+    producer.start()
+    recovery = inject(workers, settings, producer)
+    producer.join(timeout=600)
+    assert producer.error is None, f"producer failed: {producer.error!r}"
+    live = [w for w in workers if w.proc and w.proc.poll() is None]
+    wait_for(
+        lambda: (
+            sum(
+                w.metric("streamproc_events_consumed_total") + w.metric("streamproc_events_invalid_total") for w in live
+            )
+            >= 1
+            and all(w.metric("streamproc_in_flight_events") == 0 for w in live)
+            and _drained(info.kafka_bootstrap, settings)
+        ),
+        300,
+        "the workers to finish the stream",
+    )
+    elapsed = time.monotonic() - started
+    for worker in live:
+        worker.terminate()
+    result = audit(work, info.kafka_bootstrap, info.redis_url, settings["redis"]["key_prefix"])
+    figures = {"fault": name, **result.summary(), "recovery_s": recovery, "run_s": round(elapsed, 1)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name.split('-')[0]}.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures))
+    assert result.lost_total == 0, f"lost: {result.lost}"
+    assert not result.wrong_dead_letters, result.wrong_dead_letters[:10]
+    assert result.feed_duplicates == 0
+    assert not result.state_errors, result.state_errors[:10]
+    return figures
+
+
+def _drained(bootstrap: str, settings: dict[str, Any]) -> bool:
+    """The group has committed every input record (consumer lag 0 on every input topic)."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    group = settings["app_id"]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        committed = admin.list_group_offsets(group).get(group, {})
+        tps = [
+            TopicPartition(t, p)
+            for t in settings["kafka"]["input_topics"].values()
+            for p in consumer.partitions_for_topic(t) or ()
+        ]
+        ends = consumer.end_offsets(tps)
+        return all(committed.get(tp) is not None and committed[tp].offset >= end for tp, end in ends.items())
+    finally:
+        admin.close()
+        consumer.close()
+
+
+def _first_result_after(worker: WorkerProcess, baseline: float, timeout_s: float = 120) -> float:
+    started = time.monotonic()
+    wait_for(lambda: worker.metric("streamproc_results_total") > baseline, timeout_s, "results to resume", 0.1)
+    return round(time.monotonic() - started, 2)
+
+
+def _at(producer: PacedProducer, share: float) -> None:
+    wait_for(lambda: producer.sent >= share * EVENTS or not producer.is_alive(), 300, f"{share:.0%} produced")
+
+
+def test_kill_9_three_times_mid_stream_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:
+    def inject(workers, settings, producer) -> dict[str, float]:
+        recovery = {}
+        for n, share in enumerate((0.25, 0.5, 0.75), start=1):
+            _at(producer, share)
+            workers[-1].kill()
+            workers.append(WorkerProcess(settings, tmp_path, test_plugins_path).start())
+            recovery[f"kill_{n}"] = _first_result_after(workers[-1], 0)
+        return recovery
+
+    _run(fault_stack, f"kill9-{unique}", tmp_path, test_plugins_path, inject)
+
+
+def test_kafka_broker_restart_mid_stream_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:
+    stack, _ = fault_stack
+
+    def inject(workers, settings, producer) -> dict[str, float]:
+        _at(producer, 0.4)
+        stack.restart_kafka(down_s=5.0)
+        return {"broker_restart": _first_result_after(workers[0], workers[0].metric("streamproc_results_total"))}
+
+    _run(fault_stack, f"broker-{unique}", tmp_path, test_plugins_path, inject)
+
+
+def test_redis_down_for_20_seconds_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:
+    stack, _ = fault_stack
+
+    def inject(workers, settings, producer) -> dict[str, float]:
+        _at(producer, 0.3)
+        stack.stop_redis()
+        time.sleep(20)
+        stuck = workers[0].metric("streamproc_results_total")
+        stack.start_redis()
+        return {"redis_outage_20s": _first_result_after(workers[0], stuck)}
+
+    _run(fault_stack, f"redis-{unique}", tmp_path, test_plugins_path, inject)
+
+
+def test_two_workers_rebalancing_mid_stream_lose_nothing_and_keep_state(
+    fault_stack, unique, tmp_path, test_plugins_path
+) -> None:
+    def inject(workers, settings, producer) -> dict[str, float]:
+        _at(producer, 0.3)
+        workers.append(WorkerProcess(settings, tmp_path, test_plugins_path).start())  # rebalance: join
+        _at(producer, 0.6)
+        code, seconds = workers[0].terminate()  # rebalance: leave
+        assert code == 0
+        return {
+            "leave_drain_s": round(seconds, 2),
+            "after_leave": _first_result_after(workers[1], workers[1].metric("streamproc_results_total")),
+        }
+
+    _run(fault_stack, f"rebalance-{unique}", tmp_path, test_plugins_path, inject)

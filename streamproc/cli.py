@@ -76,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--home", type=Path, help="stack directory (default: $STREAMPROC_CACHE/stack)")
     p.set_defaults(handler=_stack)
+
+    p = sub.add_parser("bench", help="compute and transport limits, the pipeline and a naive baseline, side by side")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder (default bench-results)")
+    p.add_argument("--events", type=int, help="most events per throughput run (default 4000; --quick 300)")
+    p.add_argument("--duration", type=float, help="seconds of each paced latency run (default 20; --quick 5)")
+    p.add_argument("--plugins", help="comma-separated plugins (default: every installed, enabled plugin)")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    p.add_argument("--no-mixed", action="store_true", help="leave out the mixed workload")
+    p.add_argument("--profile", action="store_true", help="py-spy the worker during each maximum-throughput run")
+    p.set_defaults(handler=_bench)
     return parser
 
 
@@ -155,6 +165,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.demo import run_demo
 
     return run_demo(settings, args.events, args.keep_stack)
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.bench import BenchOptions, run_bench_command
+
+    return run_bench_command(settings, BenchOptions.from_args(args))
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:

@@ -33,6 +33,8 @@ TITLES = (
     "A bag for every day",
     "Evening dress for the gala",
 )
+# Music items of the recommender's catalog (genre-artist-track), so demo listening is recognised.
+MUSIC_ITEMS = tuple(f"{genre}-01-a0{n}" for genre in ("rock", "jazz", "pop", "classical") for n in range(1, 9))
 COMMANDS = ("play", "pause", "next", "volume up", "play episode seven", "skip ten seconds")
 
 
@@ -86,7 +88,7 @@ def demo_records(count: int, seed: int = 7, bad: bool = True, t0: int | None = N
                 doc["artwork"] = {"category": FASHION_CLASSES[label], "count": 2, "seed": i}
         else:
             media = "music" if i % 3 == 0 else "video"
-            item = rng.randint(1, 200) if media == "video" else rng.randint(1, 100)
+            item = rng.randint(1, 200) if media == "video" else rng.choice(MUSIC_ITEMS)
             doc = {
                 "id": f"demo-play-{i}",
                 "type": "playback",

@@ -21,7 +21,7 @@ from typing import Any
 from streamproc.batching import MicroBatcher
 from streamproc.config import Settings
 from streamproc.delivery import OrderedPublisher, PendingRecord, Publication
-from streamproc.errors import InvalidEvent
+from streamproc.errors import InvalidEvent, StateError
 from streamproc.events import DerivedEvent, Event, InputEvent, decode_event
 from streamproc.metrics import Metrics
 from streamproc.records import DeadLetter, ResultRecord, SourceRecord, now_ms
@@ -118,7 +118,14 @@ class Engine:
             publication = Publication()
             states: dict[str, Mapping[str, Any] | None] = {}
             for name in self.router.plugins_for(event.type):
-                states[name], write = await self.state.apply(self.runtimes[name].plugin, event, source)
+                try:
+                    states[name], write = await self.state.apply(self.runtimes[name].plugin, event, source)
+                except StateError as exc:
+                    self.metrics.plugin_errors.labels(name, "state").inc()
+                    publication.dead_letters.append(
+                        DeadLetter(source, "state", str(exc), plugin=name, event_id=event.id, refused_ts=now_ms())
+                    )
+                    continue
                 if write is not None:
                     publication.state_writes.append(write)
             work = asyncio.get_running_loop().create_task(self._process(event, source, states, publication))
@@ -131,7 +138,8 @@ class Engine:
         states: Mapping[str, Mapping[str, Any] | None],
         publication: Publication,
     ) -> Publication:
-        await self._fan_out(event, source, states, publication, depth=0)
+        refused = {letter.plugin for letter in publication.dead_letters}
+        await self._fan_out(event, source, states, publication, depth=0, skip=refused)
         return publication
 
     async def _fan_out(
@@ -141,8 +149,9 @@ class Engine:
         states: Mapping[str, Mapping[str, Any] | None],
         publication: Publication,
         depth: int,
+        skip: set[str | None] | None = None,
     ) -> None:
-        names = self.router.plugins_for(event.type)
+        names = [n for n in self.router.plugins_for(event.type) if not skip or n not in skip]
         if not names or depth > MAX_CHAIN_DEPTH:
             return
         outcomes = await asyncio.gather(*(self.batchers[n].submit(event, states.get(n)) for n in names))

@@ -25,6 +25,10 @@ class MediaError(InvalidInput):
     """Image or audio bytes could not be decoded safely (corrupt, truncated, too big)."""
 
 
+class StateError(StreamprocError):
+    """A plugin's ``state_key`` or ``update_state`` raised; the event fails for that plugin."""
+
+
 class PluginLoadError(StreamprocError):
     """A plugin's entry point could not be imported, checked or loaded."""
 

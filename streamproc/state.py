@@ -18,19 +18,26 @@ entry whose write is still in flight is never evicted.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streamproc.errors import StateError
 from streamproc.events import Event
 from streamproc.plugin import Plugin
 from streamproc.records import SourceRecord
 
 RECENT_IDS = 64
+
+log = logging.getLogger(__name__)
 
 # KEYS[1] = state hash; ARGV = state json, partition mark, offset, ttl, recent ids json
 WRITE_IF_NEWER = """
@@ -64,8 +71,11 @@ class _Entry:
 class KeyedStateStore:
     """Reads, updates and (through the publisher) persists plugin state per key."""
 
-    def __init__(self, redis: Redis, key_prefix: str, ttl_s: int, cache_size: int = 100_000) -> None:
+    def __init__(
+        self, redis: Redis, key_prefix: str, ttl_s: int, cache_size: int = 100_000, retry_s: float = 1.0
+    ) -> None:
         self.redis = redis
+        self.retry_s = retry_s
         self.key_prefix = key_prefix
         self.ttl_s = ttl_s
         self.cache_size = cache_size
@@ -78,7 +88,10 @@ class KeyedStateStore:
         self, plugin: Plugin, event: Event, source: SourceRecord
     ) -> tuple[Mapping[str, Any] | None, StateWrite | None]:
         """The plugin's state after ``event`` and the write to persist (``None`` on replay)."""
-        key = plugin.state_key(event)
+        try:
+            key = plugin.state_key(event)
+        except Exception as exc:
+            raise StateError(f"state_key failed: {type(exc).__name__}: {exc}") from exc
         if key is None:
             return None, None
         redis_key = self.redis_key(plugin.name, key)
@@ -91,7 +104,10 @@ class KeyedStateStore:
         mark = f"{source.topic}:{source.partition}"
         if entry.applied.get(mark, -1) >= source.offset or event.id in entry.ids:
             return entry.state, None
-        entry.state = dict(plugin.update_state(entry.state, event))
+        try:
+            entry.state = dict(plugin.update_state(entry.state, event))
+        except Exception as exc:  # the plugin's bug: this event fails for this plugin, state unchanged
+            raise StateError(f"update_state failed: {type(exc).__name__}: {exc}") from exc
         entry.applied[mark] = source.offset
         entry.ids = [*entry.ids[-(RECENT_IDS - 1) :], event.id]
         entry.unwritten += 1
@@ -111,7 +127,13 @@ class KeyedStateStore:
             del self._cache[key]
 
     async def _load(self, redis_key: str) -> _Entry:
-        raw = await self.redis.hgetall(redis_key)
+        while True:  # while Redis is down the agent waits here: backpressure, nothing skipped
+            try:
+                raw = await self.redis.hgetall(redis_key)
+                break
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("reading state %s failed (%s); retrying in %.1f s", redis_key, exc, self.retry_s)
+                await asyncio.sleep(self.retry_s)
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         state_json = fields.pop("state", None)
         ids_json = fields.pop("ids", None)

@@ -185,7 +185,9 @@ class StreamprocWorker:
             self.router,
             RedisSink(redis, settings.redis),
             KafkaSink(settings.kafka),
-            KeyedStateStore(redis, settings.redis.key_prefix, settings.redis.state_ttl_s),
+            KeyedStateStore(
+                redis, settings.redis.key_prefix, settings.redis.state_ttl_s, retry_s=settings.publish_retry_s
+            ),
             self.metrics,
         )
         self.redis = redis

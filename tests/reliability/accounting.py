@@ -26,7 +26,7 @@ from streamproc.media import encode_wav
 
 FULL = os.environ.get("STREAMPROC_TEST_FULL") == "1"
 EVENTS = 20_000 if FULL else 3_000
-RATE = 400.0 if FULL else 250.0
+RATE = EVENTS / (50.0 if FULL else 40.0)  # records/s: production lasts long enough for mid-stream faults
 RESULTS = Path(os.environ.get("STREAMPROC_RELIABILITY_OUT", "/tmp/streamproc-reliability"))
 USERS = 50
 PLUGINS = ["echo", "shout", "counter", "flaky", "slow"]

@@ -1,0 +1,1 @@
+"""streamproc plugin: next-item recommendations from a user's playback stream."""

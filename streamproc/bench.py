@@ -1,0 +1,356 @@
+"""``streamproc bench``: limits, the pipeline and a naive baseline, side by side in one run.
+
+For each plugin under test, and for all of them together (the mixed workload), on one
+machine, one stage after the other so that stages never compete:
+
+1. compute limit: offline batched inference at the best of a sweep of batch sizes, in a
+   fresh process per plugin (which also gives its memory after load and after a warm-up
+   batch); it picks the workload, real demo events that carry work for the plugin
+   (``streamproc.bench_compute``);
+2. transport limit: raw Kafka consume -> produce of the same messages, no model
+   (``streamproc.bench_kafka``);
+3. the pipeline: ``streamproc worker`` end to end, maximum throughput on a backlog, then
+   latency at 50% and 90% of that maximum (``streamproc.bench_pipeline``);
+4. the naive baseline: a plain Faust agent, one event at a time (``streamproc.bench_naive``).
+
+Sizes follow the measured compute limit (a throughput run lasts about ``run_s``
+seconds, within ``--events``). CPU of the worker, Kafka, Redis and the benchmark itself
+is charged from a sampler; peak memory is the kernel's high-water mark. Results go to
+``<out>/bench.json`` and ``latencies.json``, plots to ``throughput.png`` and
+``latency_cdf.png``; targets (``streamproc.bench_report``) are printed with PASS/MISS.
+Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamproc.bench_kafka import create_topics, preproduce, transport_limit
+from streamproc.bench_pipeline import RunContext, measure_naive, measure_pipeline, new_run_id, run_settings
+from streamproc.bench_process import ChildProcess, CpuSampler, listener_pid, load_average, machine_state
+from streamproc.bench_report import evaluate_targets, summary_text, write_plots
+from streamproc.bench_stats import steady_rate
+from streamproc.bench_workload import WorkloadRecord, read_workload
+from streamproc.config import KafkaSettings, RedisSettings, Settings
+
+MIXED = "mixed"
+COMPUTE_TIMEOUT_S = 900.0
+TRANSPORT_MAX_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class BenchOptions:
+    """Sizes and switches of one benchmark run (``--quick`` makes every size small)."""
+
+    out: Path = Path("bench-results")
+    events: int = 4000
+    duration_s: float = 20.0
+    plugins: list[str] | None = None
+    quick: bool = False
+    mixed: bool = True
+    profile: bool = False
+    run_s: float = 15.0
+    sweep_budget_s: float = 2.0
+    naive_s: float = 20.0
+    transport_min_events: int = 5000
+    min_events: int = 100
+    warmup_s: float = 2.0
+    loads: tuple[float, ...] = (0.5, 0.9)
+    seed: int = 7
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchOptions:
+        options = cls(out=args.out, quick=args.quick, mixed=not args.no_mixed, profile=args.profile)
+        if args.quick:
+            options.events, options.duration_s, options.run_s = 300, 5.0, 3.0
+            options.sweep_budget_s, options.naive_s, options.transport_min_events = 0.3, 4.0, 300
+            options.min_events, options.warmup_s = 20, 0.5
+        if args.events is not None:
+            options.events = args.events
+            options.transport_min_events = min(options.transport_min_events, max(args.events, 100))
+            options.min_events = min(options.min_events, args.events)
+        if args.duration is not None:
+            options.duration_s = args.duration
+            options.warmup_s = min(options.warmup_s, args.duration / 4)
+        if args.plugins:
+            options.plugins = [p.strip() for p in args.plugins.split(",") if p.strip()]
+        return options
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_bench_command(settings: Settings, options: BenchOptions) -> int:
+    """Resolve Kafka and Redis (the local stack unless configured), run, write, print."""
+    from streamproc.stack import LocalStack
+
+    stack = None
+    bootstrap, redis_url = settings.kafka.bootstrap, settings.redis.url
+    if (
+        bootstrap == KafkaSettings.model_fields["bootstrap"].default
+        and redis_url == RedisSettings.model_fields["url"].default
+    ):
+        local = LocalStack()
+        started = local.status() is None
+        info = local.up(_say)
+        bootstrap, redis_url = info.kafka_bootstrap, info.redis_url
+        stack = local if started else None
+    try:
+        report = run_bench(settings, options, bootstrap, redis_url)
+    finally:
+        if stack is not None:
+            stack.down()
+    print(summary_text(report), end="")
+    _say(f"results in {options.out}/: bench.json, latencies.json, " + ", ".join(report.get("plots") or []))
+    return 0 if report["workloads"] else 1
+
+
+def run_bench(settings: Settings, options: BenchOptions, bootstrap: str, redis_url: str) -> dict[str, Any]:
+    """Every stage for every workload; writes ``bench.json``, ``latencies.json`` and the plots."""
+    from streamproc import registry
+
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="streamproc-bench-"))
+    _say("sampling the machine's load ...")
+    report: dict[str, Any] = {
+        "format": 1,
+        "command": " ".join(["streamproc", *sys.argv[1:]]) if sys.argv else "streamproc bench",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": _git_revision(),
+        "machine": {"start": machine_state()},
+        "options": _options_dict(options),
+        "endpoints": {"kafka": bootstrap, "redis": redis_url},
+        "workloads": {},
+    }
+    discovered, failures = registry.discover()
+    classes = {d.name: d.cls for d in discovered}
+    wanted = options.plugins or [n for n in sorted(classes) if settings.plugin_enabled(n)]
+    routes = {n: (tuple(settings.plugin(n).consumes or classes[n].consumes), classes[n].produces) for n in classes}
+    for name in wanted:
+        if name not in classes:
+            reason = next((f.reason for f in failures if f.name == name), "not installed")
+            report["workloads"][name] = {"kind": "plugin", "plugins": [name], "status": f"skipped: {reason}"}
+    sampler = CpuSampler().start()
+    sampler.watch("bench", os.getpid())
+    sampler.watch("kafka", listener_pid(int(bootstrap.split(",")[0].rsplit(":", 1)[1])))
+    sampler.watch("redis", listener_pid(_redis_port(redis_url)))
+    ctx = RunContext(settings, bootstrap, redis_url, logs, sampler, {n: c.produces for n, c in classes.items()}, _say)
+    ctx.profile = options.profile
+    latencies: dict[str, dict[str, list[float]]] = {}
+    try:
+        workloads: list[tuple[str, list[str]]] = [(n, [n]) for n in wanted if n in classes]
+        for name, plugins in workloads:
+            report["workloads"][name] = _compute_stage(ctx, options, scratch, name, plugins, None)
+        ok = [n for n, _ in workloads if report["workloads"][n]["status"] == "ok"]
+        if options.mixed and ok:
+            sizes = {n: report["workloads"][n]["compute"]["best_batch_size"] for n in ok}
+            report["workloads"][MIXED] = _compute_stage(ctx, options, scratch, MIXED, ok, sizes)
+            workloads.append((MIXED, ok))
+        for name, plugins in workloads:
+            workload = report["workloads"][name]
+            if workload["status"] != "ok":
+                continue
+            records = read_workload(Path(workload["compute"]["workload"]["path"]))
+            _kafka_stages(ctx, options, name, plugins, records, workload)
+            latencies[name] = {
+                load: phase.pop("samples_ms", [])
+                for load, phase in ((workload.get("pipeline") or {}).get("latency") or {}).items()
+            }
+            _write(out, report, latencies)
+    finally:
+        sampler.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    report["memory"] = _memory(report["workloads"])
+    report["targets"] = evaluate_targets(report["workloads"], routes)
+    report["machine"]["end"] = {"load_average": load_average()}
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["plots"] = write_plots(report, latencies, out)
+    _write(out, report, latencies)
+    return report
+
+
+def _compute_stage(
+    ctx: RunContext,
+    options: BenchOptions,
+    scratch: Path,
+    name: str,
+    plugins: list[str],
+    sizes: dict[str, int] | None,
+) -> dict[str, Any]:
+    """The compute limit in a fresh process; it also writes the workload for the later stages."""
+    kind = "mixed" if sizes is not None else "plugin"
+    _say(f"[{name}] compute limit ({'plugins ' + ', '.join(plugins) if sizes else 'batch-size sweep'}) ...")
+    data, _ = run_settings(ctx, new_run_id(f"compute{name}"), plugins)
+    spec = {
+        "mode": kind,
+        "plugins": plugins,
+        "events": options.events,
+        "min_events": options.min_events,
+        "run_s": options.run_s,
+        "budget_s": options.sweep_budget_s,
+        "inprocess_s": max(1.0, options.run_s / 3),
+        "quick": options.quick,
+        "seed": options.seed,
+        "batch_sizes": sizes,
+        "workload": str(scratch / f"{name}.jsonl"),
+    }
+    spec_path, result_path = scratch / f"{name}-spec.json", scratch / f"{name}-compute.json"
+    spec_path.write_text(json.dumps(spec))
+    child = ChildProcess("streamproc.bench_compute", data, ctx.workdir, f"compute-{name}").start(
+        [str(spec_path), str(result_path)]
+    )
+    ctx.sampler.watch("compute", child.pid)
+    try:
+        assert child.proc is not None
+        child.proc.wait(timeout=COMPUTE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.stop(5)
+    finally:
+        ctx.sampler.watch("compute", None)
+    workload: dict[str, Any] = {"kind": kind, "plugins": plugins}
+    if not result_path.exists():
+        workload["status"] = f"failed: compute stage wrote nothing (log {child.log_path})\n{child.log_tail(10)}"
+        return workload
+    compute = json.loads(result_path.read_text())
+    workload["compute"] = compute
+    if compute.get("error"):
+        workload["status"] = f"skipped: {compute['error']}"
+        _say(f"[{name}] skipped: {compute['error']}")
+        return workload
+    workload["status"] = "ok"
+    best = f", best batch {compute['best_batch_size']}" if "best_batch_size" in compute else ""
+    _say(f"[{name}] compute limit {compute['events_per_s']} events/s{best}; workload {compute['workload']['events']}")
+    return workload
+
+
+def _kafka_stages(
+    ctx: RunContext,
+    options: BenchOptions,
+    name: str,
+    plugins: list[str],
+    records: list[WorkloadRecord],
+    workload: dict[str, Any],
+) -> None:
+    _say(f"[{name}] transport limit ...")
+    try:
+        workload["transport"] = _transport(ctx, options, name, records)
+        _say(f"[{name}] transport {workload['transport'].get('events_per_s')} events/s")
+    except Exception as exc:
+        workload["transport"] = {"error": f"{type(exc).__name__}: {exc}"}
+        _say(f"[{name}] transport failed: {exc}")
+    _say(f"[{name}] pipeline ({len(records)} events) ...")
+    try:
+        workload["pipeline"] = measure_pipeline(
+            ctx, name, plugins, records, options.loads, options.duration_s, options.warmup_s
+        )
+    except Exception as exc:
+        workload["pipeline"] = {"error": f"{type(exc).__name__}: {exc}"}
+        _say(f"[{name}] pipeline failed: {exc}")
+    compute = workload["compute"]
+    estimate = float(compute.get("batch1_events_per_s") or compute.get("events_per_s") or 1.0)
+    count = int(min(len(records), max(options.min_events, estimate * options.naive_s)))
+    _say(f"[{name}] naive baseline ({count} events) ...")
+    try:
+        workload["naive"] = measure_naive(ctx, name, plugins, records[:count], cap_s=2 * options.naive_s + 10)
+    except Exception as exc:
+        workload["naive"] = {"error": f"{type(exc).__name__}: {exc}"}
+        _say(f"[{name}] naive failed: {exc}")
+
+
+def _transport(ctx: RunContext, options: BenchOptions, name: str, records: list[WorkloadRecord]) -> dict[str, Any]:
+    run_id = new_run_id(f"transport{name}")
+    data, _ = run_settings(ctx, run_id, [])
+    settings = Settings.model_validate(data)
+    source, target = f"bench-{run_id}-transport-in", f"bench-{run_id}-transport-out"
+    create_topics(settings.kafka, [source, target])
+    copies: list[WorkloadRecord] = []
+    size = 0
+    while len(copies) < max(len(records), options.transport_min_events) and size < TRANSPORT_MAX_BYTES:
+        record = records[len(copies) % len(records)]
+        copies.append(record)
+        size += len(record.value)
+    preproduce(settings, copies, dict.fromkeys(("playback", "upload", "audio"), source))
+    run = asyncio.run(
+        transport_limit(
+            settings.kafka, source, target, f"bench-{run_id}-transport", len(copies), settings.kafka.commit_interval_s
+        )
+    )
+    summary = run.summary()
+    summary["bytes"] = size
+    completions = sorted(run.completions)
+    if len(completions) >= 10 and steady_rate(completions):
+        t0, t1 = completions[len(completions) // 10], completions[(9 * len(completions)) // 10]
+        summary["cpu_cores"] = ctx.sampler.usage(t0, t1, ["bench", "kafka", "redis"])
+    return summary
+
+
+def _memory(workloads: dict[str, Any]) -> dict[str, Any]:
+    """Per plugin alone (compute process; pipeline worker) and the worker with every plugin loaded."""
+    per_plugin = {}
+    for name, workload in workloads.items():
+        if workload.get("kind") != "plugin" or workload.get("status") != "ok":
+            continue
+        pipeline = workload.get("pipeline") or {}
+        per_plugin[name] = {
+            **(workload["compute"].get("memory") or {}),
+            "worker_rss_ready_mb": pipeline.get("rss_ready_mb"),
+            "worker_peak_rss_mb": pipeline.get("peak_rss_mb"),
+        }
+    mixed = workloads.get(MIXED) or {}
+    pipeline = mixed.get("pipeline") or {}
+    return {
+        "per_plugin": per_plugin,
+        "all_plugins": {
+            "plugins": mixed.get("plugins"),
+            "offline_rss_loaded_mb": ((mixed.get("compute") or {}).get("memory") or {}).get("rss_loaded_mb"),
+            "worker_rss_ready_mb": pipeline.get("rss_ready_mb"),
+            "worker_peak_rss_mb": pipeline.get("peak_rss_mb"),
+        },
+    }
+
+
+def _write(out: Path, report: dict[str, Any], latencies: dict[str, dict[str, list[float]]]) -> None:
+    (out / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "latencies.json").write_text(json.dumps(latencies))
+
+
+def _options_dict(options: BenchOptions) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()}
+
+
+def _redis_port(url: str) -> int:
+    from urllib.parse import urlparse
+
+    return urlparse(url).port or 6379
+
+
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+dirty" if dirty else "")

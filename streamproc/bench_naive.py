@@ -1,0 +1,110 @@
+"""The naive baseline of ``streamproc bench``: the Faust agent a team writes by hand.
+
+One event at a time, on the event loop: decode it, and for every plugin routed to it
+call ``prepare``, ``infer([x])`` (a batch of one, under inference mode) and ``result``,
+then await one Redis ``SET`` of the latest result and one Kafka send (``acks=all``,
+awaited until acknowledged) per result; chained results (transcript -> translator) are
+handled the same way, inline. Keyed plugin state lives in a dict in memory (cheaper
+than the engine's Redis-backed, replay-safe state: it flatters the baseline). Faust
+acks each record after the loop body, as its default agents do.
+
+It shares the worker's plugin loading (devices, threads, settings) and result record
+format, nothing else. Run as ``python -m streamproc.bench_naive`` with the settings in
+``STREAMPROC_CONFIG_FILE``; stop it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+import torch
+from redis.asyncio import Redis
+
+from streamproc.config import load_settings
+from streamproc.errors import InvalidEvent
+from streamproc.events import DerivedEvent, Event, decode_event
+from streamproc.logs import configure_logging
+from streamproc.records import ResultRecord, now_ms
+from streamproc.worker import build_router, load_plugins
+
+log = logging.getLogger("streamproc.bench_naive")
+MAX_CHAIN_DEPTH = 4
+
+
+def build_app() -> faust.App:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtimes, _ = load_plugins(settings)
+    router = build_router(settings, runtimes)
+    kafka = settings.kafka
+    app = faust.App(
+        kafka.consumer_group or settings.app_id,
+        broker=[f"kafka://{b}" for b in kafka.bootstrap.split(",")],
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=kafka.partitions,
+        consumer_auto_offset_reset=kafka.auto_offset_reset,
+        web_enabled=False,
+        producer_acks=-1,
+        store="memory://",
+    )
+    source = app.topic(*sorted(set(kafka.input_topics.values())), key_type=bytes, value_type=bytes)
+    outputs = {name: app.topic(router.output_topic(name), key_type=bytes, value_type=bytes) for name in runtimes}
+    redis = Redis.from_url(settings.redis.url)
+    prefix = settings.redis.key_prefix
+    limits = settings.limits.payload_limits()
+    states: dict[str, Mapping[str, Any]] = {}
+
+    async def handle(event: Event, depth: int) -> None:
+        for name in router.plugins_for(event.type):
+            plugin = runtimes[name].plugin
+            state = None
+            key = plugin.state_key(event)
+            if key is not None:
+                state = states[f"{name}:{key}"] = dict(plugin.update_state(states.get(f"{name}:{key}"), event))
+            try:
+                prepared = plugin.prepare(event, state)
+                if prepared is None:
+                    continue
+                with torch.inference_mode():
+                    output = plugin.infer([prepared])[0]
+                body = dict(plugin.result(event, output))
+            except Exception as exc:
+                log.warning("plugin %s failed on %s: %s", name, event.id, exc)
+                continue
+            record = ResultRecord(
+                event.id, name, plugin.model_version, plugin.produces, event.key, event.ts, now_ms(), body
+            )
+            payload = record.to_json()
+            await redis.set(f"{prefix}latest:{record.kind}:{record.key}", payload)
+            sent = await outputs[name].send(key=record.key.encode(), value=payload, force=True)
+            await sent
+            if depth < MAX_CHAIN_DEPTH:
+                origin = event.origin if isinstance(event, DerivedEvent) else event
+                await handle(DerivedEvent(type=plugin.produces, plugin=name, body=body, origin=origin), depth + 1)
+
+    @app.agent(source, name="naive")
+    async def process(stream: faust.StreamT) -> None:
+        async for value in stream:
+            try:
+                event = decode_event(value, limits)
+            except InvalidEvent as exc:
+                log.warning("refused: %s", exc.reason)
+                continue
+            await handle(event, 0)
+
+    return app
+
+
+def main() -> None:
+    app = build_app()
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning", "--without-web"]
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The benchmark's verdicts and pictures: targets as ratios, a summary table, PNG plots.
+
+Targets, each measured side by side in one run:
+
+- ``pipeline >= 0.8 x min(compute, transport)``: the worker keeps up with the slower of
+  its two limits (offline batched inference; raw Kafka consume -> produce).
+- ``pipeline >= 5 x naive`` for the compute-heavy plugins (speech, translator, artwork).
+- ``p99 latency at 50% load <= max_wait + 3 x batch + 25 ms``: *batch* is the offline
+  compute time (median ``run_batch`` wall time in the sweep) of a batch as large as the
+  99th-percentile batch the worker formed at that load, rounded up to a swept size. An
+  event waits at most ``max_wait`` for its batch to close, then for the batch in
+  progress and its own; the third batch and 25 ms cover Kafka, Redis and the event
+  loop. For the mixed workload the bound is summed along the longest route chain
+  (audio -> speech -> translator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+COMPUTE_HEAVY = ("speech", "translator", "artwork")
+THROUGHPUT_RATIO = 0.8
+NAIVE_RATIO = 5.0
+LATENCY_SLACK_MS = 25.0
+STAGES = ("compute", "transport", "pipeline", "naive")
+
+
+def stage_rate(workload: Mapping[str, Any], stage: str) -> float | None:
+    """The events/s of one stage of a workload, or ``None`` when it did not run."""
+    section = workload.get(stage) or {}
+    if stage == "pipeline":
+        section = section.get("max") or {}
+    value = section.get("events_per_s")
+    return float(value) if value else None
+
+
+def batch_ms_for(compute: Mapping[str, Any] | None, size: float | None) -> float | None:
+    """Offline median batch time of the smallest swept batch size >= ``size``."""
+    sweep = (compute or {}).get("sweep") or []
+    if not sweep or size is None:
+        return None
+    fitting = [p for p in sweep if p["batch_size"] >= size] or [max(sweep, key=lambda p: p["batch_size"])]
+    return float(min(fitting, key=lambda p: p["batch_size"])["batch_ms_p50"])
+
+
+def latency_bound_ms(
+    name: str,
+    workload: Mapping[str, Any],
+    workloads: Mapping[str, Any],
+    routes: Mapping[str, tuple[Sequence[str], str]],
+) -> tuple[float | None, str]:
+    """The p99 target at 50% load, with how it was made up."""
+    phase = ((workload.get("pipeline") or {}).get("latency") or {}).get("50") or {}
+    shapes = phase.get("batch_sizes") or {}
+
+    def term(plugin: str) -> tuple[float | None, str]:
+        compute = (workloads.get(plugin) or {}).get("compute")
+        policy = (compute or {}).get("policy") or {}
+        size = (shapes.get(plugin) or {}).get("p99_bucket") or 1
+        size = min(size, policy.get("max_batch_size", size))
+        batch = batch_ms_for(compute, size)
+        if batch is None or "max_wait_ms" not in policy:
+            return None, f"{plugin}: no offline sweep"
+        wait = float(policy["max_wait_ms"])
+        return wait + 3 * batch, f"{plugin}: {wait:g} + 3 x {batch:.1f} (batch of {size:g})"
+
+    plugins = workload.get("plugins") or [name]
+    best: tuple[float | None, str] = (None, "no route")
+    for chain in _chains(plugins, routes):
+        parts = [term(p) for p in chain]
+        if any(value is None for value, _ in parts):
+            return None, "; ".join(text for _, text in parts)
+        total = sum(value for value, _ in parts if value is not None) + LATENCY_SLACK_MS
+        if best[0] is None or total > best[0]:
+            best = (total, " -> ".join(text for _, text in parts) + f" + {LATENCY_SLACK_MS:g} ms")
+    return best
+
+
+def _chains(plugins: Sequence[str], routes: Mapping[str, tuple[Sequence[str], str]]) -> list[list[str]]:
+    """Every route chain among ``plugins``: from an input event type through chained results."""
+    enabled = [p for p in plugins if p in routes]
+    produced = {routes[p][1] for p in enabled}
+    chains: list[list[str]] = []
+
+    def walk(path: list[str]) -> None:
+        kind = routes[path[-1]][1]
+        followers = [p for p in enabled if kind in routes[p][0] and p not in path]
+        if not followers:
+            chains.append(path)
+        for follower in followers:
+            walk([*path, follower])
+
+    for plugin in enabled:
+        if any(source not in produced for source in routes[plugin][0]):
+            walk([plugin])
+    return chains or [[p] for p in enabled]
+
+
+def evaluate_targets(
+    workloads: Mapping[str, Any], routes: Mapping[str, tuple[Sequence[str], str]]
+) -> list[dict[str, Any]]:
+    """Every target of every workload: value, threshold, PASS/MISS (or n/a with the reason)."""
+    verdicts = []
+    for name, workload in workloads.items():
+        if workload.get("status") != "ok":
+            continue
+        pipeline = stage_rate(workload, "pipeline")
+        compute = stage_rate(workload, "compute")
+        transport = stage_rate(workload, "transport")
+        naive = stage_rate(workload, "naive")
+        limits = [x for x in (compute, transport) if x]
+        ratio = pipeline / min(limits) if pipeline and limits else None
+        verdicts.append(
+            _verdict(
+                name,
+                "pipeline >= 0.8 x min(compute, transport)",
+                ratio,
+                THROUGHPUT_RATIO,
+                f"pipeline {_fmt(pipeline)}/s, compute {_fmt(compute)}/s, transport {_fmt(transport)}/s",
+            )
+        )
+        if name in COMPUTE_HEAVY:
+            verdicts.append(
+                _verdict(
+                    name,
+                    "pipeline >= 5 x naive",
+                    pipeline / naive if pipeline and naive else None,
+                    NAIVE_RATIO,
+                    f"pipeline {_fmt(pipeline)}/s, naive {_fmt(naive)}/s",
+                )
+            )
+        phase = ((workload.get("pipeline") or {}).get("latency") or {}).get("50") or {}
+        p99 = (phase.get("acknowledged") or {}).get("p99_ms")
+        bound, how = latency_bound_ms(name, workload, workloads, routes)
+        verdicts.append(
+            _verdict(
+                name,
+                "p99 latency at 50% load <= max_wait + 3 x batch + 25 ms",
+                p99,
+                bound,
+                f"p99 {_fmt(p99)} ms; bound {_fmt(bound)} ms = {how}",
+                higher_is_better=False,
+            )
+        )
+    return verdicts
+
+
+def _verdict(
+    workload: str,
+    target: str,
+    value: float | None,
+    threshold: float | None,
+    detail: str,
+    higher_is_better: bool = True,
+) -> dict[str, Any]:
+    met: bool | None = None
+    if value is not None and threshold is not None:
+        met = value >= threshold if higher_is_better else value <= threshold
+    return {
+        "workload": workload,
+        "target": target,
+        "value": round(value, 3) if value is not None else None,
+        "threshold": round(threshold, 3) if threshold is not None else None,
+        "result": "n/a" if met is None else ("PASS" if met else "MISS"),
+        "detail": detail,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.1f}" if value < 1000 else f"{value:.0f}"
+
+
+def summary_text(report: Mapping[str, Any]) -> str:
+    """The table printed at the end of a run."""
+    lines = ["", "== streamproc bench ==", f"machine: {_machine_line(report.get('machine') or {})}", ""]
+    header = f"{'workload':<12} {'compute':>9} {'transport':>9} {'pipeline':>9} {'naive':>9}   events/s"
+    lines += [header, "-" * len(header)]
+    for name, workload in report["workloads"].items():
+        if workload.get("status") != "ok":
+            lines.append(f"{name:<12} {workload.get('status')}")
+            continue
+        rates = [_fmt(stage_rate(workload, s)) for s in STAGES]
+        lines.append(f"{name:<12} " + " ".join(f"{r:>9}" for r in rates))
+    columns = f"{'load':>5} {'offered/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+    lines += ["", f"{'workload':<12} {columns}  batch mean (per plugin)"]
+    for name, workload in report["workloads"].items():
+        for load, phase in ((workload.get("pipeline") or {}).get("latency") or {}).items():
+            acked = phase.get("acknowledged") or {}
+            means = [str(s.get("mean")) for s in (phase.get("batch_sizes") or {}).values()]
+            lines.append(
+                f"{name:<12} {load + '%':>5} {_fmt(phase.get('offered_events_per_s')):>9} "
+                f"{_fmt(acked.get('p50_ms')):>8} {_fmt(acked.get('p95_ms')):>8} {_fmt(acked.get('p99_ms')):>8}  "
+                + ",".join(means)
+            )
+    lines += ["", "targets:"]
+    for verdict in report.get("targets") or []:
+        lines.append(
+            f"  {verdict['result']:<4} {verdict['workload']:<12} {verdict['target']}: "
+            f"{_fmt(verdict['value'])} vs {_fmt(verdict['threshold'])} ({verdict['detail']})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _machine_line(machine: Mapping[str, Any]) -> str:
+    start = machine.get("start") or {}
+    end = machine.get("end") or {}
+    return (
+        f"{start.get('cpu_count')} cores, load average {start.get('load_average')} at start, "
+        f"{end.get('load_average')} at end"
+    )
+
+
+def write_plots(report: Mapping[str, Any], latencies: Mapping[str, Mapping[str, list[float]]], out: Path) -> list[str]:
+    """throughput.png (bars per workload and stage, log scale) and latency_cdf.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    names = [n for n, w in report["workloads"].items() if w.get("status") == "ok"]
+    if names:
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 4.5))
+        width = 0.2
+        for i, stage in enumerate(STAGES):
+            values = [stage_rate(report["workloads"][n], stage) or 0.0 for n in names]
+            bars = ax.bar([x + (i - 1.5) * width for x in range(len(names))], values, width, label=stage)
+            for bar, value in zip(bars, values, strict=True):
+                if value:
+                    ax.annotate(
+                        _fmt(value), (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=7
+                    )
+        ax.set_xticks(range(len(names)), names)
+        ax.set_yscale("log")
+        ax.set_ylabel("events / s")
+        ax.set_title("Throughput: compute limit, transport limit, pipeline, naive baseline")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "throughput.png", dpi=120)
+        plt.close(fig)
+        written.append("throughput.png")
+    curves = {n: phases for n, phases in latencies.items() if any(phases.values())}
+    if curves:
+        cols = min(3, len(curves))
+        rows = math.ceil(len(curves) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+        for ax, (name, phases) in zip(axes.flat, curves.items(), strict=False):
+            for load, samples in sorted(phases.items()):
+                if samples:
+                    ordered = sorted(samples)
+                    ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=f"{load}% load")
+            bound = next(
+                (
+                    t["threshold"]
+                    for t in report.get("targets") or []
+                    if t["workload"] == name and t["target"].startswith("p99") and t["threshold"]
+                ),
+                None,
+            )
+            if bound:
+                ax.axvline(bound, color="grey", linestyle="--", linewidth=1, label="p99 target")
+            ax.set_xscale("log")
+            ax.set_title(name)
+            ax.set_xlabel("event -> result acknowledged (ms)")
+            ax.set_ylabel("share of events")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(curves) :]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out / "latency_cdf.png", dpi=120)
+        plt.close(fig)
+        written.append("latency_cdf.png")
+    return written

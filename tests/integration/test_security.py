@@ -1,0 +1,92 @@
+"""Security promises: safetensors only, Redis AUTH, secrets never logged, configurable bind."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+from harness import WorkerProcess, create_topics, make_settings, playback, produce, read_topic
+
+from streamproc.stack import _free_ports, _redis_ping
+
+ROOT = Path(__file__).resolve().parents[2]
+PICKLE_LOADERS = re.compile(r"\btorch\.load\(|\bpickle\.loads?\(|\bjoblib\.load\(|\bnp\.load\([^)]*allow_pickle=True")
+
+
+def test_no_code_loads_weights_through_pickle() -> None:
+    sources = [p for d in ("streamproc", "plugins") for p in (ROOT / d).rglob("*.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in sources if PICKLE_LOADERS.search(p.read_text())]
+    assert not offenders, f"pickle-based loading in {offenders}"
+
+
+def test_shipped_weights_are_safetensors_and_json_only() -> None:
+    allowed = {".safetensors", ".json", ".tsv", ".txt", ".md"}
+    files = [p for p in (ROOT / "plugins").glob("*/streamproc_*/weights/*") if p.is_file()]
+    assert [p.name for p in files if p.suffix not in allowed] == []
+
+
+@pytest.mark.integration
+def test_redis_auth_works_and_no_secret_reaches_the_logs(
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
+    password, sasl_secret = f"pw-{unique}-redis", f"pw-{unique}-kafka"
+    port = _free_ports(1)[0]
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--requirepass",
+            password,
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_ping(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        settings = make_settings(endpoints, unique, {}, enabled_plugins=["echo"], log_level="DEBUG")
+        settings["redis"].update(url=f"redis://127.0.0.1:{port}/0", password=password)
+        settings["kafka"]["sasl_password"] = sasl_secret  # unused with PLAINTEXT, but must never be logged
+        create_topics(endpoints.kafka_bootstrap, settings["kafka"]["input_topics"].values())
+        worker = WorkerProcess(settings, tmp_path, test_plugins_path).start()
+        try:
+            produce(endpoints.kafka_bootstrap, f"{unique}-playback", [playback("s1", "u1", "7")])
+            read_topic(endpoints.kafka_bootstrap, f"{unique}-out-echo", 1)
+            _, metrics = worker.http("/metrics")
+        finally:
+            worker.terminate()
+        client = redis.Redis(port=port, password=password)
+        assert client.get(f"t:{unique}:latest:echo:u1") is not None, "the result went through AUTH"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).get("x")
+        exposed = worker.log_path.read_text() + metrics
+        assert password not in exposed and sasl_secret not in exposed
+    finally:
+        server.terminate()
+        server.wait()
+
+
+@pytest.mark.integration
+def test_probe_endpoints_bind_the_configured_address(endpoints, unique, tmp_path, test_plugins_path) -> None:
+    settings = make_settings(endpoints, unique, {}, enabled_plugins=["echo"])
+    create_topics(endpoints.kafka_bootstrap, settings["kafka"]["input_topics"].values())
+    worker = WorkerProcess(settings, tmp_path, test_plugins_path).start()
+    try:
+        sockets = psutil.Process(worker.proc.pid).net_connections(kind="tcp")
+        listening = {c.laddr.ip for c in sockets if c.status == psutil.CONN_LISTEN and c.laddr.port == worker.port}
+        assert listening == {"127.0.0.1"}
+        assert worker.http("/healthz")[0] == 200 and worker.http("/readyz")[0] == 200
+    finally:
+        worker.terminate()

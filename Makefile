@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent, fast when warm).
-VENV ?= $(or $(STREAMPROC_VENV),$(HOME)/.cache/streamproc/venv)
+VENV ?= $(or $(STREAMPROC_VENV),$(or $(STREAMPROC_CACHE),$(HOME)/.cache/streamproc)/venv)
 EVENTS ?= 200
 
 .PHONY: demo test setup lint

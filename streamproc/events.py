@@ -163,6 +163,8 @@ def decode_event(raw: bytes, limits: PayloadLimits = PayloadLimits()) -> InputEv
         raise InvalidEvent(f"record: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"record: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise InvalidEvent("record: JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidEvent(f"record: a JSON object is required, got {type(doc).__name__}")
     event_type = doc.get("type")

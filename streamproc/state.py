@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from streamproc.errors import StateError
 from streamproc.events import Event
@@ -131,7 +130,7 @@ class KeyedStateStore:
             try:
                 raw = await self.redis.hgetall(redis_key)
                 break
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except RedisError as exc:
                 log.warning("reading state %s failed (%s); retrying in %.1f s", redis_key, exc, self.retry_s)
                 await asyncio.sleep(self.retry_s)
         fields = {k.decode(): v.decode() for k, v in raw.items()}

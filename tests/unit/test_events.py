@@ -77,6 +77,7 @@ def test_audio_event_is_keyed_by_audio_id() -> None:
         (b"{", "record: not JSON"),
         (b"\xff\xfe", "record: not UTF-8"),
         (b"[1, 2]", "a JSON object is required"),
+        (b"[" * 100_000, "nested too deeply"),
         (raw({**PLAY, "type": "click"}), "unknown event type 'click'"),
         (raw({k: v for k, v in PLAY.items() if k != "media"}), "media: Field required"),
         (raw({**PLAY, "action": "rewind"}), "action: Input should be"),

@@ -40,7 +40,6 @@ from streamproc.bench_kafka import create_topics, preproduce, transport_limit
 from streamproc.bench_pipeline import RunContext, measure_naive, measure_pipeline, new_run_id, run_settings
 from streamproc.bench_process import ChildProcess, CpuSampler, listener_pid, load_average, machine_state
 from streamproc.bench_report import evaluate_targets, summary_text, write_plots
-from streamproc.bench_stats import steady_rate
 from streamproc.bench_workload import WorkloadRecord, read_workload
 from streamproc.config import KafkaSettings, RedisSettings, Settings
 
@@ -292,10 +291,8 @@ def _transport(ctx: RunContext, options: BenchOptions, name: str, records: list[
     )
     summary = run.summary()
     summary["bytes"] = size
-    completions = sorted(run.completions)
-    if len(completions) >= 10 and steady_rate(completions):
-        t0, t1 = completions[len(completions) // 10], completions[(9 * len(completions)) // 10]
-        summary["cpu_cores"] = ctx.sampler.usage(t0, t1, ["bench", "kafka", "redis"])
+    if run.last_s > run.first_s:
+        summary["cpu_cores"] = ctx.sampler.usage(run.first_s, run.last_s, ["bench", "kafka", "redis"])
     return summary
 
 

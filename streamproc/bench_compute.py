@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -81,26 +82,61 @@ def _cycle(items: Sequence[Item], start: int, size: int) -> list[Item]:
     return [items[(start + i) % len(items)] for i in range(size)]
 
 
+class PluginThread:
+    """A runtime's ``run_batch`` on a thread of its own, as the engine's ``MicroBatcher`` runs it.
+
+    Torch's intra-op parallelism belongs to the calling thread (OpenMP thread teams are
+    per thread), and on a busy machine a main thread's team can be many times slower
+    than a single thread; so the compute limit is measured on the same kind of thread
+    the worker computes on, not on the main thread.
+    """
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plugin-{runtime.name}")
+
+    def run_batch(self, items: Sequence[Item]) -> tuple[list[Any], Any, float]:
+        """Outcomes, batch stats and wall seconds of one ``run_batch`` on the plugin thread."""
+        return self._pool.submit(self._timed, items).result()
+
+    def _timed(self, items: Sequence[Item]) -> tuple[list[Any], Any, float]:
+        started = time.perf_counter()
+        outcomes, stats = self.runtime.run_batch(items)
+        return outcomes, stats, time.perf_counter() - started
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def sweep(
-    runtime: Any, items: Sequence[Item], sizes: Sequence[int], budget_s: float, min_batches: int = 3
+    thread: PluginThread,
+    items: Sequence[Item],
+    sizes: Sequence[int],
+    budget_s: float,
+    min_batches: int = 3,
+    deadline: float | None = None,
 ) -> list[SweepPoint]:
-    """Time ``runtime.run_batch`` at each batch size for about ``budget_s`` seconds each.
+    """Time ``run_batch`` at each batch size (ascending) for about ``budget_s`` seconds each.
 
     Items are taken in order and cycled when a size needs more than there are. Each
     size starts with one untimed batch (allocator and kernel caches warm up per shape).
+    With a ``deadline`` (``time.time()``), a size whose predicted cost (from the last
+    size's time per item) would pass it is not started.
     """
-    points = []
-    for size in sizes:
-        runtime.run_batch(_cycle(items, 0, size))
+    points: list[SweepPoint] = []
+    for size in sorted(sizes):
+        if deadline is not None and points:
+            per_item = points[-1].seconds / max(points[-1].events, 1)
+            if time.time() + (min_batches + 1) * size * per_item > deadline:
+                break
+        thread.run_batch(_cycle(items, 0, size))
         point = SweepPoint(size)
         position = size
         started = time.perf_counter()
         while point.batches < min_batches or time.perf_counter() - started < budget_s:
             batch = _cycle(items, position, size)
             position += size
-            t0 = time.perf_counter()
-            outcomes, stats = runtime.run_batch(batch)
-            elapsed = time.perf_counter() - t0
+            outcomes, stats, elapsed = thread.run_batch(batch)
             point.batches += 1
             point.events += len(batch)
             point.seconds += elapsed
@@ -131,18 +167,26 @@ class Selected:
 
 
 class EventSelector:
-    """Demo events (lazily, in order) that carry work for the given plugins.
+    """Events (lazily, in order; demo events unless a ``pool`` is given) for the given plugins.
 
     ``require_work``: keep an event only when some routed plugin's ``prepare`` gives an
     input (an upload without an artwork request is no work for the artwork plugin).
     """
 
-    def __init__(self, runtimes: Mapping[str, Any], router: Any, limits: Any, seed: int, require_work: bool) -> None:
+    def __init__(
+        self,
+        runtimes: Mapping[str, Any],
+        router: Any,
+        limits: Any,
+        require_work: bool,
+        pool: Iterator[WorkloadRecord] | None = None,
+        seed: int = 7,
+    ) -> None:
         self.runtimes = runtimes
         self.router = router
         self.limits = limits
         self.require_work = require_work
-        self._pool: Iterator[WorkloadRecord] = demo_pool(10_000_000, seed)
+        self._pool: Iterator[WorkloadRecord] = pool if pool is not None else demo_pool(10_000_000, seed)
         self._states: dict[str, dict[str, Mapping[str, Any] | None]] = {name: {} for name in runtimes}
         self.decode_seconds = 0.0
         self.decoded = 0
@@ -190,17 +234,20 @@ class MixRun:
     plugin_items: dict[str, int]
 
 
-def run_mix(runtimes: Mapping[str, Any], router: Any, selected: Sequence[Selected], sizes: Mapping[str, int]) -> MixRun:
+def run_mix(
+    threads: Mapping[str, PluginThread], router: Any, selected: Sequence[Selected], sizes: Mapping[str, int]
+) -> MixRun:
     """Every event through every plugin its type (and its results' kinds) route to.
 
-    Plugins run one after the other, each on all of its items in batches of
-    ``sizes[plugin]``; chained results (transcript -> translator) follow in a next wave.
+    Plugins run one after the other (each on its own thread, as in the worker), each on
+    all of its items in batches of ``sizes[plugin]``; chained results (transcript ->
+    translator) follow in a next wave.
     """
     from streamproc.events import DerivedEvent
 
     results = [0] * len(selected)
-    plugin_seconds = dict.fromkeys(runtimes, 0.0)
-    plugin_items = dict.fromkeys(runtimes, 0)
+    plugin_seconds = dict.fromkeys(threads, 0.0)
+    plugin_items = dict.fromkeys(threads, 0)
     pending: dict[str, list[tuple[Any, Mapping[str, Any] | None, int]]] = {}
     for index, chosen in enumerate(selected):
         for name in router.plugins_for(chosen.event.type):
@@ -210,12 +257,12 @@ def run_mix(runtimes: Mapping[str, Any], router: Any, selected: Sequence[Selecte
     while pending and depth <= MAX_CHAIN_DEPTH:
         chained: dict[str, list[tuple[Any, Mapping[str, Any] | None, int]]] = {}
         for name, work in sorted(pending.items()):
-            runtime = runtimes[name]
+            runtime = threads[name].runtime
             size = max(1, sizes.get(name, runtime.policy.max_batch_size))
             t0 = time.perf_counter()
             for start in range(0, len(work), size):
                 chunk = work[start : start + size]
-                outcomes, _ = runtime.run_batch([(event, state) for event, state, _ in chunk])
+                outcomes, _, _ = threads[name].run_batch([(event, state) for event, state, _ in chunk])
                 for (event, _, index), outcome in zip(chunk, outcomes, strict=True):
                     if outcome.body is None:
                         continue
@@ -266,12 +313,14 @@ async def drive_batcher(
     max_in_flight: int = 1024,
     timeout_s: float = 60.0,
     warmup_s: float = 0.0,
+    max_s: float | None = None,
 ) -> BatcherRun:
     """Submit ``count`` items to a fresh ``MicroBatcher`` and await every outcome.
 
     ``rate`` None: as fast as the batcher takes them, at most ``max_in_flight`` waiting
-    (the engine's bound); otherwise paced at ``rate`` per second. Latency is submit to
-    outcome, for items submitted after ``warmup_s``.
+    (the engine's bound); otherwise paced at ``rate`` per second. Submitting stops early
+    after ``max_s`` seconds. Latency is submit to outcome, for items submitted after
+    ``warmup_s``.
     """
     from streamproc.batching import MicroBatcher
 
@@ -301,6 +350,8 @@ async def drive_batcher(
 
     tasks = []
     for i in range(count):
+        if max_s is not None and loop.time() - t_start > max_s:
+            break
         if rate is not None:
             delay = t_start + i / rate - loop.time()
             if delay > 0:
@@ -311,7 +362,7 @@ async def drive_batcher(
     await asyncio.gather(*tasks)
     await batcher.stop()
     return BatcherRun(
-        count,
+        len(tasks),
         len(completions),
         failures,
         loop.time() - t_start,
@@ -337,16 +388,18 @@ def _measure_plugin(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["memory"]["rss_loaded_mb"] = round(rss_mb(), 1)
     out.update(_runtime_facts(runtime))
     router = build_router(settings, runtimes)
-    selector = EventSelector(runtimes, router, settings.limits.payload_limits(), spec["seed"], True)
+    selector = EventSelector(runtimes, router, settings.limits.payload_limits(), True, seed=spec["seed"])
     max_bs = runtime.policy.max_batch_size
     initial = selector.take(min(spec["events"], max(2 * max_bs, 64)))
     if not initial:
         out["error"] = "no demo event carries work for this plugin (demo data missing?)"
         return
     items = [(s.event, s.states.get(name)) for s in initial]
-    runtime.run_batch(_cycle(items, 0, max_bs))  # warm-up batch
+    thread = PluginThread(runtime)
+    thread.run_batch(_cycle(items, 0, max_bs))  # warm-up batch
     out["memory"]["rss_warm_mb"] = round(rss_mb(), 1)
-    points = sweep(runtime, items, spec.get("sizes") or sizes_to_try(max_bs, spec["quick"]), spec["budget_s"])
+    points = sweep(thread, items, spec.get("sizes") or sizes_to_try(max_bs, spec["quick"]), spec["budget_s"])
+    thread.close()
     best = max(points, key=lambda p: p.events_per_s)
     out["sweep"] = [p.summary() for p in points]
     out["best_batch_size"] = best.batch_size
@@ -357,7 +410,9 @@ def _measure_plugin(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["decode_ms_per_event"] = round(1000 * selector.decode_seconds / max(selector.decoded, 1), 3)
     in_process = min(len(chosen), max(4 * max_bs, int(best.events_per_s * spec["inprocess_s"])))
     chosen_items = [(s.event, s.states.get(name)) for s in chosen]
-    run = asyncio.run(drive_batcher(runtime, chosen_items, in_process, None, settings.max_in_flight))
+    run = asyncio.run(
+        drive_batcher(runtime, chosen_items, in_process, None, settings.max_in_flight, max_s=2 * spec["inprocess_s"])
+    )
     out["in_process"] = run.summary()
     out["memory"]["peak_rss_mb"] = round(peak_rss_mb() or 0.0, 1)
     records = [replace(s.record, results=1) for s in chosen]
@@ -378,18 +433,21 @@ def _measure_mix(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["plugins"] = sorted(runtimes)
     out["runtime"] = {name: _runtime_facts(rt) for name, rt in runtimes.items()}
     router = build_router(settings, runtimes)
-    selector = EventSelector(runtimes, router, settings.limits.payload_limits(), spec["seed"], False)
+    selector = EventSelector(runtimes, router, settings.limits.payload_limits(), False, seed=spec["seed"])
     sizes = spec.get("batch_sizes") or {}
     initial = selector.take(min(spec["events"], 128))
     if not initial:
         out["error"] = "no demo event is routed to these plugins"
         return
-    run_mix(runtimes, router, initial[:32], sizes)  # warm-up
+    threads = {name: PluginThread(rt) for name, rt in runtimes.items()}
+    run_mix(threads, router, initial[:32], sizes)  # warm-up
     out["memory"]["rss_warm_mb"] = round(rss_mb(), 1)
-    estimate = run_mix(runtimes, router, initial, sizes)
+    estimate = run_mix(threads, router, initial, sizes)
     count = _run_size(len(initial) / estimate.seconds, spec)
     chosen = selector.take(count)
-    timed = run_mix(runtimes, router, chosen, sizes)
+    timed = run_mix(threads, router, chosen, sizes)
+    for thread in threads.values():
+        thread.close()
     out["events"] = len(chosen)
     out["seconds"] = round(timed.seconds, 3)
     out["events_per_s"] = round(len(chosen) / timed.seconds, 2)

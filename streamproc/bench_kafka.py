@@ -77,13 +77,12 @@ class TransportRun:
     def summary(self) -> dict[str, Any]:
         steady = steady_rate(self.completions)
         whole = self.copied / (self.last_s - self.first_s) if self.last_s > self.first_s else None
-        rate = steady or whole
         return {
             "events": self.events,
             "copied": self.copied,
-            "events_per_s": round(rate, 1) if rate else None,
-            "rate_basis": "steady (10-90% of acks)" if steady else "whole run",
-            "whole_run_events_per_s": round(whole, 1) if whole else None,
+            "events_per_s": round(whole, 1) if whole else None,
+            "rate_basis": "first fetch to last ack",
+            "steady_events_per_s": round(steady, 1) if steady else None,
             "seconds": round(self.last_s - self.first_s, 3),
         }
 

@@ -102,7 +102,7 @@ def build_app() -> faust.App:
 
 def main() -> None:
     app = build_app()
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning", "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()
 
 

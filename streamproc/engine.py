@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,7 @@ class Engine:
         )
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self.started = False
+        self.totals: Counter[str] = Counter()  # consumed, invalid, results, dead letters: for progress logs
 
     async def start(self) -> None:
         await self.kafka_sink.start()
@@ -111,10 +113,12 @@ class Engine:
             event = decode_event(source.value, self.limits)
         except InvalidEvent as exc:
             self.metrics.events_invalid.labels("decode").inc()
+            self.totals["invalid"] += 1
             work: asyncio.Future[Publication] = asyncio.get_running_loop().create_future()
             work.set_result(Publication(dead_letters=[DeadLetter(source, "decode", exc.reason, refused_ts=now_ms())]))
         else:
             self.metrics.events_consumed.labels(event.type).inc()
+            self.totals["consumed"] += 1
             publication = Publication()
             states: dict[str, Mapping[str, Any] | None] = {}
             for name in self.router.plugins_for(event.type):
@@ -200,9 +204,11 @@ class Engine:
         now = time.time()
         for _, result in publication.results:
             self.metrics.results.labels(result.plugin, result.kind).inc()
+            self.totals["results"] += 1
             self.metrics.latency_seconds.labels(result.plugin).observe(max(0.0, now - result.event_ts / 1000))
         for letter in publication.dead_letters:
             self.metrics.dead_letters.labels(letter.stage, letter.plugin or "").inc()
+            self.totals["dead_letters"] += 1
         for write in publication.state_writes:
             self.state.written(write)
 

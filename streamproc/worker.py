@@ -43,6 +43,7 @@ from streamproc.state import KeyedStateStore
 log = logging.getLogger(__name__)
 
 GAUGE_INTERVAL_S = 5.0
+PROGRESS_LOG_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,24 @@ class StreamprocWorker:
             self.engine.update_gauges()
             await self._update_lag()
             _update_gpu_gauges(self.metrics)
+
+        last_totals: dict[str, int] = {}
+
+        @app.timer(PROGRESS_LOG_INTERVAL_S)
+        async def log_progress() -> None:
+            totals = dict(self.engine.totals)
+            if totals != last_totals:
+                delta = {k: v - last_totals.get(k, 0) for k, v in totals.items()}
+                log.info(
+                    "last %.0f s: %d consumed, %d invalid, %d results, %d dead letters; %d in flight",
+                    PROGRESS_LOG_INTERVAL_S,
+                    delta.get("consumed", 0),
+                    delta.get("invalid", 0),
+                    delta.get("results", 0),
+                    delta.get("dead_letters", 0),
+                    self.engine.publisher.pending,
+                )
+                last_totals.update(totals)
 
         @app.on_partitions_assigned.connect
         async def on_assigned(app: faust.App, assigned: set, **_: object) -> None:

@@ -92,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.worker import StreamprocWorker, load_plugins
 
-    runtimes, _ = load_plugins(settings)
-    StreamprocWorker(settings, runtimes).run()
+    runtimes, reports = load_plugins(settings)
+    StreamprocWorker(settings, runtimes, load_failures=sum(1 for r in reports if r.error)).run()
     return 0
 
 

@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 import torch
@@ -174,9 +176,10 @@ def _faust_credentials(settings: KafkaSettings) -> faust.auth.Credentials | None
 class StreamprocWorker:
     """Everything one worker process runs: the Faust app, the engine and the probes."""
 
-    def __init__(self, settings: Settings, runtimes: dict[str, PluginRuntime]) -> None:
+    def __init__(self, settings: Settings, runtimes: dict[str, PluginRuntime], load_failures: int = 0) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.metrics.plugin_load_failures.set(load_failures)
         self.runtimes = runtimes
         self.router = build_router(settings, runtimes)
         redis = redis_client(settings.redis)
@@ -221,6 +224,7 @@ class StreamprocWorker:
             web_enabled=False,
             producer_acks=-1,
             store="memory://",
+            datadir=Path(tempfile.gettempdir()) / f"streamproc-{k.consumer_group or self.settings.app_id}",
         )
         topic = app.topic(*sorted(set(k.input_topics.values())), key_type=bytes, value_type=bytes)
         engine = self.engine
@@ -245,11 +249,13 @@ class StreamprocWorker:
             await self.engine.start()
             await self.health.start()
             self._engine_started.set()
+            self._publish_readiness()
             log.info("engine started with plugins: %s", ", ".join(self.runtimes) or "(none)")
 
         @app.timer(GAUGE_INTERVAL_S)
         async def refresh_gauges() -> None:
             self.engine.update_gauges()
+            self._publish_readiness()
             await self._update_lag()
             _update_gpu_gauges(self.metrics)
 
@@ -274,11 +280,15 @@ class StreamprocWorker:
         @app.on_partitions_assigned.connect
         async def on_assigned(app: faust.App, assigned: set, **_: object) -> None:
             self._assigned = True
+            self._publish_readiness()
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:
             # Faust already waited for every delivered record to be acked; keys may move now.
             self.engine.state.forget_clean()
+            for tp in revoked:
+                with contextlib.suppress(KeyError):  # no lag recorded for it yet
+                    self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
         @app.on_before_shutdown.connect
         async def on_shutdown(app: faust.App, **_: object) -> None:
@@ -302,6 +312,9 @@ class StreamprocWorker:
                 continue
             if highwater is not None and position is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    def _publish_readiness(self) -> None:
+        self.metrics.up.set(1 if self._ready()[0] else 0)
 
     def _ready(self) -> tuple[bool, str]:
         if not self._engine_started.is_set():

@@ -103,3 +103,14 @@ def test_rules_and_dashboard_select_job_streamproc_consistently() -> None:
     for where, expr in alert_exprs():
         for job in re.findall(r'job="([^"]+)"', expr):
             assert job in jobs, f"{where} selects job {job!r}, scraped jobs are {jobs}"
+
+
+def test_compose_prometheus_config_passes_promtool_check(tools: Tools, tmp_path: Path) -> None:
+    """docker-compose's prometheus.yml, with the rules file where the container mounts it."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    config["rule_files"] = [str(ALERTS)]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = tools.run("promtool", "check", "config", path)
+    assert "SUCCESS" in result.stdout + result.stderr

@@ -42,8 +42,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 stamp="$VENV/.streamproc-installed"
-digest=$(cat "$ROOT/pyproject.toml" "$ROOT"/plugins/*/pyproject.toml "$ROOT"/plugins/*/requirements-nodeps.txt \
-         2>/dev/null | sha256sum | cut -c1-16)
+# The clone's path is part of the stamp: editable installs must point at this clone.
+digest=$( (echo "$ROOT"; cat "$ROOT/pyproject.toml" "$ROOT"/plugins/*/pyproject.toml \
+          "$ROOT"/plugins/*/requirements-nodeps.txt) 2>/dev/null | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   say "installing streamproc and the bundled plugins (first run downloads torch: several GB) ..."
   editable=(-e "$ROOT[test,bench]")

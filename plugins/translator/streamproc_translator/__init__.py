@@ -1,0 +1,1 @@
+"""streamproc plugin ``translator``: English -> Spanish GRU encoder-decoder with attention."""

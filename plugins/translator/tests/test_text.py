@@ -1,0 +1,63 @@
+"""Data preparation and tokenisation: OSIS cleaning, the split, BPE, the dictionary baseline."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from streamproc_translator import data
+from streamproc_translator.baselines import FREEDICT_DATA, FreeDictBaseline
+from streamproc_translator.bpe import UNK_ID, Tokenizer, learn_bpe, normalize_source
+
+
+def test_footnotes_become_a_space_and_strongs_tags_vanish() -> None:
+    raw = (
+        '<w lemma="strong:H0430">God</w><note placement="foot"><reference>1:1 </reference>'
+        'The Hebrew word.</note><w lemma="strong:H1254">created</w> H2416 the earth.'
+    )
+    assert data.clean_osis(raw) == "God created the earth."
+
+
+def test_adjacent_tagged_words_stay_apart_and_suffixes_stay_attached() -> None:
+    raw = (
+        '<w lemma="strong:G5485">Gracia</w><transChange type="added">sea</transChange>'
+        '<w lemma="strong:G5213">á vosotros</w>, y hécho<transChange type="added">lo</transChange>.'
+    )
+    assert data.clean_osis(raw) == "Gracia sea á vosotros, y hécholo."
+
+
+def test_split_depends_on_the_key_only() -> None:
+    keys = [f"Genesis {c}:{v}" for c in range(1, 40) for v in range(1, 30)]
+    splits = [data.split_of(k) for k in keys]
+    assert splits == [data.split_of(k) for k in keys]
+    assert 0.05 < splits.count("test") / len(keys) < 0.15
+
+
+def test_shipped_heldout_pairs_are_short_and_from_the_test_split() -> None:
+    pairs = data.shipped_heldout()
+    assert len(pairs) == data.HELDOUT_SIZE
+    assert all(data.split_of(p.key) == "test" for p in pairs)
+    assert all(len(p.en.split()) <= 15 and len(p.es.split()) <= 15 for p in pairs)
+
+
+@pytest.mark.skipif(shutil.which("mod2imp") is None, reason="needs libsword-utils")
+def test_shipped_heldout_pairs_match_a_fresh_export_of_the_debian_modules() -> None:
+    assert data.heldout_pairs(data.bible_pairs()) == data.shipped_heldout()
+
+
+def test_bpe_round_trips_text_and_maps_unseen_characters_to_unk() -> None:
+    texts = ["the king went to the city.", "the kings of the earth", "to the city!"] * 5
+    tokenizer = Tokenizer(learn_bpe(texts, merges=30, min_char_count=1))
+    text = normalize_source("The King went to the City!")
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert UNK_ID in tokenizer.encode("the king ☃")
+
+
+def test_transcript_style_normalisation_drops_punctuation_and_case() -> None:
+    assert normalize_source("Play “Episode” Seven!", strip_punctuation=True) == ("play episode seven")
+
+
+@pytest.mark.skipif(not FREEDICT_DATA.exists(), reason="needs dict-freedict-eng-spa")
+def test_dictionary_baseline_translates_known_words_and_copies_unknown_ones() -> None:
+    baseline = FreeDictBaseline()
+    assert baseline.translate("The water, Zorblax.") == "El agua, Zorblax."

@@ -1,0 +1,1 @@
+"""streamproc-artwork: a class-conditional Fashion-MNIST GAN (plugin ``artwork``)."""

@@ -1,0 +1,118 @@
+"""The ``artwork`` plugin: class-conditional Fashion-MNIST images on request.
+
+An upload event with an ``artwork`` request (``category``, ``count``, ``seed``) gets
+``count`` PNG images of that category, base64-encoded in the result. The latent
+vectors are drawn on the CPU from a ``torch.Generator`` seeded with the request's
+seed, so a replayed event yields the same images (bit-exact on the same device and
+precision). Uploads without a request are not for this plugin (``prepare`` -> None).
+
+Options (``plugins.artwork.options``): ``image_size`` (28-256, default 64; the 28x28
+output is upscaled bilinearly), ``weights_dir`` (default: shipped weights).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from streamproc_tagger.data import CLASS_LABELS
+
+from streamproc.errors import ConfigError, InvalidInput
+from streamproc.events import Event, UploadEvent
+from streamproc.plugin import BatchPolicy, LoadContext, Plugin
+from streamproc_artwork.data import category_index
+from streamproc_artwork.model import LATENT_DIM, Generator, load_generator, to_uint8
+
+DEFAULT_IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ArtworkJob:
+    """A prepared request: latents (count, LATENT_DIM) on the CPU and the class id."""
+
+    latents: torch.Tensor
+    category: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Artwork:
+    """A job's output: uint8 images (count, 28, 28), white object on black."""
+
+    pixels: np.ndarray
+    category: int
+    seed: int
+
+
+def latents_for(seed: int, count: int) -> torch.Tensor:
+    """The request's latent vectors: standard normals from a CPU generator seeded ``seed``."""
+    return torch.randn(count, LATENT_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def encode_png(pixels: np.ndarray, size: int) -> str:
+    """uint8 (28, 28) -> base64 PNG of ``size`` x ``size`` (bilinear upscaling)."""
+    image = Image.fromarray(pixels)
+    if size != pixels.shape[0]:
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class ArtworkPlugin(Plugin):
+    """Generates seeded Fashion-MNIST-style images of a requested category."""
+
+    name: ClassVar[str] = "artwork"
+    consumes: ClassVar[tuple[str, ...]] = ("upload",)
+    produces: ClassVar[str] = "artwork"
+    batch_policy: ClassVar[BatchPolicy] = BatchPolicy(max_batch_size=16, max_wait_ms=5.0)
+
+    def load(self, context: LoadContext) -> None:
+        """Load the generator on ``context.device``; reads ``image_size``, ``weights_dir``."""
+        size = context.options.get("image_size", DEFAULT_IMAGE_SIZE)
+        if isinstance(size, bool) or not isinstance(size, int) or not 28 <= size <= 256:
+            raise ConfigError(f"plugins.artwork.options.image_size: 28-256, got {size!r}")
+        self.image_size = size
+        self.context = context
+        self.model: Generator = load_generator(context.device, context.options.get("weights_dir"))
+        self.model_version = self.model.model_version
+
+    def prepare(self, event: Event, state: Mapping[str, Any] | None) -> ArtworkJob | None:
+        """The job of an upload's artwork request; ``None`` when there is no request.
+
+        Raises ``InvalidInput`` for an unknown category (naming the known ones) or an
+        event that is not an upload.
+        """
+        if not isinstance(event, UploadEvent):
+            raise InvalidInput(f"type: the artwork plugin takes upload events, got {event.type!r}")
+        request = event.artwork
+        if request is None:
+            return None
+        return ArtworkJob(latents_for(request.seed, request.count), category_index(request.category), request.seed)
+
+    def infer(self, batch: Sequence[ArtworkJob]) -> list[Artwork]:
+        """One generator pass over all requested images; one ``Artwork`` per job."""
+        latents = torch.cat([job.latents for job in batch])
+        classes = torch.cat([torch.full((len(job.latents),), job.category, dtype=torch.long) for job in batch])
+        images = self.model(self.context.to_device(latents), self.context.to_device(classes))
+        pixels = to_uint8(images).cpu()
+        chunks = pixels.split([len(job.latents) for job in batch])
+        return [Artwork(chunk[:, 0].numpy(), job.category, job.seed) for chunk, job in zip(chunks, batch, strict=True)]
+
+    def result(self, event: Event, output: Artwork) -> Mapping[str, Any]:
+        """Base64 PNGs (white object on black), with category, seed and model version."""
+        return {
+            "category": CLASS_LABELS[output.category],
+            "seed": output.seed,
+            "format": "png",
+            "width": self.image_size,
+            "height": self.image_size,
+            "images": [encode_png(pixels, self.image_size) for pixels in output.pixels],
+            "model_version": self.model_version,
+        }

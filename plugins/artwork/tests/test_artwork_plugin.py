@@ -1,0 +1,127 @@
+"""The artwork plugin, discovered through its entry point: seeded, batched, validated."""
+
+from __future__ import annotations
+
+import base64
+import io
+from importlib.metadata import entry_points
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from streamproc.errors import ConfigError, InvalidInput
+from streamproc.events import ArtworkRequest, UploadEvent
+from streamproc.plugin import ENTRY_POINT_GROUP, LoadContext, Plugin
+
+
+def load_plugin(**options: object) -> Plugin:
+    (entry,) = [e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == "artwork"]
+    plugin = entry.load()()
+    plugin.load(LoadContext(device=torch.device("cpu"), options=options))
+    return plugin
+
+
+@pytest.fixture(scope="module")
+def plugin() -> Plugin:
+    torch.set_num_threads(1)
+    return load_plugin()
+
+
+def request(category: str = "sneaker", count: int = 2, seed: int = 7, n: int = 0) -> UploadEvent:
+    return UploadEvent(
+        id=f"evt-{n}",
+        type="upload",
+        ts=1_700_000_000_000 + n,
+        user_id="user-1",
+        upload_id=f"upload-{n}",
+        title="please draw",
+        artwork=ArtworkRequest(category=category, count=count, seed=seed),
+    )
+
+
+def generate(plugin: Plugin, events: list[UploadEvent]) -> list[dict]:
+    outputs = plugin.infer([plugin.prepare(event, None) for event in events])
+    assert len(outputs) == len(events)
+    return [dict(plugin.result(e, o)) for e, o in zip(events, outputs, strict=True)]
+
+
+def decode(png_b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(png_b64))))
+
+
+def test_entry_point_declares_artwork_for_uploads(plugin: Plugin) -> None:
+    assert (plugin.name, plugin.consumes, plugin.produces) == ("artwork", ("upload",), "artwork")
+    assert plugin.model_version.startswith("artwork-") and len(plugin.model_version) == 20
+
+
+def test_request_yields_count_grayscale_pngs_of_64x64(plugin: Plugin) -> None:
+    (body,) = generate(plugin, [request("bag", count=3)])
+    assert body["category"] == "bag" and body["format"] == "png" and len(body["images"]) == 3
+    for image in body["images"]:
+        pixels = decode(image)
+        assert pixels.shape == (64, 64) and pixels.dtype == np.uint8
+        assert pixels.std() > 10  # a drawing, not a blank canvas
+    assert body["model_version"] == plugin.model_version
+
+
+def test_replayed_request_gives_identical_png_bytes(plugin: Plugin) -> None:
+    (first,) = generate(plugin, [request(seed=123)])
+    (again,) = generate(load_plugin(), [request(seed=123)])
+    (other,) = generate(plugin, [request(seed=124)])
+    assert first["images"] == again["images"]
+    assert first["images"] != other["images"]
+    assert first["images"][0] != first["images"][1]  # images within a request differ
+
+
+def test_batch_of_requests_gives_the_same_images_as_one_by_one(plugin: Plugin) -> None:
+    events = [
+        request("sneaker", 1, 1, n=0),
+        request("dress", 3, 2, n=1),
+        request("Ankle boot", 2, 3, n=2),
+    ]
+    batched = generate(plugin, events)
+    for event, body in zip(events, batched, strict=True):
+        (single,) = generate(plugin, [event])
+        for a, b in zip(body["images"], single["images"], strict=True):
+            diff = np.abs(decode(a).astype(int) - decode(b).astype(int))
+            assert diff.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("category", "label"),
+    [
+        ("Sneaker", "sneaker"),
+        ("SNEAKERS", "sneaker"),
+        ("ankle boot", "ankle-boot"),
+        ("T-shirt/top", "t-shirt"),
+        ("tshirt", "t-shirt"),
+        ("jacket", "coat"),
+        (" Trousers ", "trouser"),
+    ],
+)
+def test_categories_are_case_insensitive_with_aliases(plugin: Plugin, category: str, label: str) -> None:
+    (body,) = generate(plugin, [request(category, count=1)])
+    assert body["category"] == label
+
+
+def test_unknown_category_is_refused_listing_the_known_ones(plugin: Plugin) -> None:
+    with pytest.raises(InvalidInput, match=r"^artwork\.category: unknown .*sneaker, bag"):
+        plugin.prepare(request("spaceship"), None)
+
+
+def test_upload_without_artwork_request_is_not_for_this_plugin(plugin: Plugin) -> None:
+    event = UploadEvent(id="e", type="upload", ts=0, user_id="u", upload_id="up", title="just a title")
+    assert plugin.prepare(event, None) is None
+
+
+def test_image_size_option_sets_the_png_size() -> None:
+    (body,) = generate(load_plugin(image_size=28), [request(count=1)])
+    assert decode(body["images"][0]).shape == (28, 28)
+
+
+@pytest.mark.parametrize("size", [27, 257, "64", False])
+def test_invalid_image_size_option_is_a_config_error(size: object) -> None:
+    with pytest.raises(ConfigError, match="image_size"):
+        load_plugin(image_size=size)

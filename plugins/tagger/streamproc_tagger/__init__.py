@@ -1,0 +1,1 @@
+"""streamproc-tagger: a Fashion-MNIST CNN that tags uploaded images (plugin ``tagger``)."""

@@ -325,6 +325,8 @@ offsets.topic.num.partitions=1
 transaction.state.log.num.partitions=1
 log.cleaner.dedupe.buffer.size=16777216
 auto.create.topics.enable=true
+message.max.bytes=16777216
+replica.fetch.max.bytes=16777216
 """
 
 

@@ -146,13 +146,12 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 3) -> 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=16 * 1024 * 1024)
-    count = 0
-    for key, value in records:
-        producer.send(topic, key=key, value=value)
-        count += 1
+    futures = [producer.send(topic, key=key, value=value) for key, value in records]
     producer.flush()
+    for future in futures:
+        future.get(timeout=30)  # raises if the broker refused a record
     producer.close()
-    return count
+    return len(futures)
 
 
 def read_topic(bootstrap: str, topic: str, min_count: int, timeout_s: float = 60.0) -> list[dict[str, Any]]:

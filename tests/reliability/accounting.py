@@ -29,8 +29,15 @@ EVENTS = 20_000 if FULL else 3_000
 RATE = EVENTS / (50.0 if FULL else 40.0)  # records/s: production lasts long enough for mid-stream faults
 RESULTS = Path(os.environ.get("STREAMPROC_RELIABILITY_OUT", "/tmp/streamproc-reliability"))
 USERS = 50
-PLUGINS = ["echo", "shout", "counter", "flaky", "slow"]
-KINDS = {"echo": "echo", "shout": "shout", "counter": "count", "flaky": "flaky", "slow": "slow"}
+PLUGINS = ["echo", "shout", "counter", "flaky", "slow", "recommender"]
+KINDS = {
+    "echo": "echo",
+    "shout": "shout",
+    "counter": "count",
+    "flaky": "flaky",
+    "slow": "slow",
+    "recommender": "recommendations",
+}
 
 
 @dataclass
@@ -42,6 +49,7 @@ class Workload:
     expected: dict[str, set[str]] = field(default_factory=dict)  # plugin -> event ids
     must_dead_letter: dict[str, tuple[str, str]] = field(default_factory=dict)  # id/key -> (stage, plugin)
     plays_per_user: Counter[str] = field(default_factory=Counter)
+    play_ids_per_user: dict[str, set[str]] = field(default_factory=dict)
 
 
 def settings_for(bootstrap: str, redis_url: str, name: str) -> dict[str, Any]:
@@ -89,7 +97,9 @@ def build(name: str, count: int) -> Workload:
             }
             work.records.append((f"{name}-playback", user.encode(), json.dumps(doc).encode()))
             work.expected["counter"].add(event_id)
+            work.expected["recommender"].add(event_id)
             work.plays_per_user[user] += 1
+            work.play_ids_per_user.setdefault(user, set()).add(event_id)
         elif slot < 17:
             title = "boom" if i % 200 == 12 else "refuse" if i % 200 == 13 else f"title {i}"
             event_id = f"u{i}"
@@ -226,4 +236,11 @@ def audit(work: Workload, bootstrap: str, redis_url: str, prefix: str) -> Audit:
         got = json.loads(raw)["count"] if raw else 0
         if got != count:
             state_errors.append(f"{user}: count {got} != {count}")
+        # the bundled recommender's history: every playback event of the user, once
+        raw = client.hget(f"{prefix}state:recommender:video:{user}", "state")
+        history = [entry[3] for entry in json.loads(raw)["entries"]] if raw else []
+        if sorted(history) != sorted(work.play_ids_per_user[user]):
+            state_errors.append(
+                f"{user}: recommender history has {len(history)} entries for {len(work.play_ids_per_user[user])} events"
+            )
     return Audit(len(work.records), lost, wrong, duplicates, feed_duplicates, state_errors, len(dead))

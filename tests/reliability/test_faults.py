@@ -40,7 +40,6 @@ def _run(
         started = time.monotonic()
         producer.start()
         recovery = inject(workers, settings, producer)
-        assert producer.is_alive(), "production ended before the fault was over: not a mid-stream fault"
         producer.join(timeout=600)
         assert producer.error is None, f"producer failed: {producer.error!r}"
         live = [w for w in workers if w.proc and w.proc.poll() is None]
@@ -91,7 +90,9 @@ def _first_result_after(worker: WorkerProcess, baseline: float, since: float) ->
 
 
 def _at(producer: PacedProducer, share: float) -> None:
+    """Wait until ``share`` of the stream is produced; the fault that follows is mid-stream."""
     wait_for(lambda: producer.sent >= share * EVENTS or not producer.is_alive(), 300, f"{share:.0%} produced")
+    assert producer.is_alive(), f"production ended before {share:.0%}: not a mid-stream fault"
 
 
 def test_kill_9_three_times_mid_stream_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:

@@ -1,0 +1,74 @@
+"""``streamproc bench`` at tiny sizes, with the test plugins, against the real Kafka and Redis.
+
+A smoke run, not a measurement: it proves every stage runs and reports sane figures.
+No timing is asserted (the machine may be busy); only that figures exist and are positive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+STAGES = ("compute", "transport", "pipeline", "naive")
+
+
+def _rate(workload: dict, stage: str) -> float:
+    section = workload[stage]["max"] if stage == "pipeline" else workload[stage]
+    return float(section.get("events_per_s") or 0.0)
+
+
+def test_bench_reports_every_stage_latency_batches_cpu_and_memory_for_each_workload(
+    endpoints, test_plugins_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_") or k == "STREAMPROC_CACHE"}
+    env.update(
+        STREAMPROC_KAFKA_BOOTSTRAP=endpoints.kafka_bootstrap,
+        STREAMPROC_REDIS_URL=endpoints.redis_url,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(test_plugins_path), env.get("PYTHONPATH")])),
+    )
+    command = [sys.executable, "-m", "streamproc", "bench", "--quick", "--plugins", "echo,counter"]
+    command += ["--events", "60", "--duration", "1.5", "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    report = json.loads((out / "bench.json").read_text())
+    assert set(report["workloads"]) == {"echo", "counter", "mixed"}
+    for name, workload in report["workloads"].items():
+        assert workload["status"] == "ok", (name, workload["status"])
+        for stage in STAGES:
+            assert _rate(workload, stage) > 0, (name, stage, workload.get(stage))
+        if name != "mixed":
+            assert all(point["events_per_s"] > 0 for point in workload["compute"]["sweep"])
+        pipeline = workload["pipeline"]
+        assert pipeline["max"]["completed_events"] == pipeline["events"]
+        assert pipeline["max"]["cpu_cores"]["worker"] > 0
+        assert pipeline["peak_rss_mb"] > 0
+        assert set(pipeline["latency"]) == {"50", "90"}
+        for load, phase in pipeline["latency"].items():
+            assert phase["completed_events"] > 0, (name, load)
+            assert phase["acknowledged"]["p99_ms"] > 0
+            assert phase["acknowledged"]["p99_ms"] >= phase["acknowledged"]["p50_ms"]
+            assert all(shape["batches"] > 0 for shape in phase["batch_sizes"].values())
+        assert workload["naive"]["cpu_cores"]["naive"] > 0
+
+    memory = report["memory"]
+    assert {"echo", "counter"} <= set(memory["per_plugin"])
+    assert all(m["rss_loaded_mb"] > 0 and m["rss_warm_mb"] > 0 for m in memory["per_plugin"].values())
+    assert memory["all_plugins"]["worker_peak_rss_mb"] > 0
+    verdicts = {(t["workload"], t["target"]): t["result"] for t in report["targets"]}
+    assert {w for w, _ in verdicts} == {"echo", "counter", "mixed"}
+    assert set(verdicts.values()) <= {"PASS", "MISS"}
+    assert "PASS" in done.stdout or "MISS" in done.stdout
+
+    latencies = json.loads((out / "latencies.json").read_text())
+    assert all(latencies[name]["50"] for name in report["workloads"])
+    assert (out / "throughput.png").stat().st_size > 0
+    assert (out / "latency_cdf.png").stat().st_size > 0

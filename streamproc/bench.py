@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import shutil
@@ -131,6 +132,7 @@ def run_bench(settings: Settings, options: BenchOptions, bootstrap: str, redis_u
         "command": " ".join(["streamproc", *sys.argv[1:]]) if sys.argv else "streamproc bench",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git": _git_revision(),
+        "code": _code_locations(),
         "machine": {"start": machine_state()},
         "options": _options_dict(options),
         "endpoints": {"kafka": bootstrap, "redis": redis_url},
@@ -146,10 +148,13 @@ def run_bench(settings: Settings, options: BenchOptions, bootstrap: str, redis_u
             report["workloads"][name] = {"kind": "plugin", "plugins": [name], "status": f"skipped: {reason}"}
     sampler = CpuSampler().start()
     sampler.watch("bench", os.getpid())
-    sampler.watch("kafka", listener_pid(int(bootstrap.split(",")[0].rsplit(":", 1)[1])))
-    sampler.watch("redis", listener_pid(_redis_port(redis_url)))
+    kafka_pid = listener_pid(int(bootstrap.split(",")[0].rsplit(":", 1)[1]))
+    redis_pid = listener_pid(_redis_port(redis_url))
+    sampler.watch("kafka", kafka_pid)
+    sampler.watch("redis", redis_pid)
     ctx = RunContext(settings, bootstrap, redis_url, logs, sampler, {n: c.produces for n, c in classes.items()}, _say)
     ctx.profile = options.profile
+    ctx.known_pids = {os.getpid(), *(pid for pid in (kafka_pid, redis_pid) if pid)}
     latencies: dict[str, dict[str, list[float]]] = {}
     try:
         workloads: list[tuple[str, list[str]]] = [(n, [n]) for n in wanted if n in classes]
@@ -328,6 +333,22 @@ def _write(out: Path, report: dict[str, Any], latencies: dict[str, dict[str, lis
 
 def _options_dict(options: BenchOptions) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()}
+
+
+def _code_locations() -> dict[str, str]:
+    """Where streamproc and each installed plugin were imported from (which tree was measured)."""
+    from importlib.metadata import entry_points
+
+    import streamproc
+
+    found = {"streamproc": str(Path(streamproc.__file__).resolve().parent)}
+    for ep in entry_points(group="streamproc.plugins"):
+        try:
+            module = importlib.import_module(ep.module)
+        except Exception:  # reported by discovery; here only locations matter
+            continue
+        found[ep.name] = str(Path(module.__file__ or "?").resolve().parent)
+    return found
 
 
 def _redis_port(url: str) -> int:

@@ -15,8 +15,11 @@ format, nothing else. Run as ``python -m streamproc.bench_naive`` with the setti
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +40,8 @@ MAX_CHAIN_DEPTH = 4
 
 def build_app() -> faust.App:
     settings = load_settings()
+    datadir = tempfile.mkdtemp(prefix="streamproc-naive-")  # Faust's state folder; nothing kept
+    atexit.register(shutil.rmtree, datadir, True)
     configure_logging(settings.log_level, settings.log_format)
     runtimes, _ = load_plugins(settings)
     router = build_router(settings, runtimes)
@@ -51,6 +56,7 @@ def build_app() -> faust.App:
         web_enabled=False,
         producer_acks=-1,
         store="memory://",
+        datadir=datadir,
     )
     source = app.topic(*sorted(set(kafka.input_topics.values())), key_type=bytes, value_type=bytes)
     outputs = {name: app.topic(router.output_topic(name), key_type=bytes, value_type=bytes) for name in runtimes}

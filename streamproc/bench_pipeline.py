@@ -18,12 +18,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streamproc.bench_kafka import ResultReader, create_topics, paced_produce, preproduce
-from streamproc.bench_process import ChildProcess, CpuSampler, Profile, peak_rss_mb, rss_mb
+from streamproc.bench_process import ChildProcess, CpuSampler, ProcessCensus, Profile, peak_rss_mb, rss_mb
 from streamproc.bench_stats import histogram_counts, histogram_quantile, steady_rate, subtract_buckets
 from streamproc.bench_workload import WorkloadRecord
 from streamproc.config import KafkaSettings, Settings
@@ -48,6 +48,12 @@ class RunContext:
     produces: Mapping[str, str]
     say: Say
     profile: bool = False
+    known_pids: set[int] = field(default_factory=set)
+
+    def others(self, earlier: ProcessCensus, *children: ChildProcess) -> list[dict[str, Any]]:
+        """The busiest processes that are none of the benchmark's since ``earlier``."""
+        known = self.known_pids | {c.pid for c in children if c.proc is not None}
+        return ProcessCensus().busiest_since(earlier, known)
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,7 @@ async def _pipeline(
     out: dict[str, Any] = {"run_id": settings.app_id, "events": len(records), "plugins": list(plugins)}
     try:
         t_before, t_start, first = await _wait_consuming(worker, port)
+        census = ProcessCensus()
         out["rss_ready_mb"] = round(first, 1)
         out["start_uncertainty_s"] = round(t_start - t_before, 3)
         profile = None
@@ -246,6 +253,7 @@ async def _pipeline(
             "batch_sizes": _batch_shape(final, None, plugins),
             "publish": _publish_shape(final, None),
             "cpu_cores": _cpu(ctx, window[0], window[1], ["worker", "kafka", "redis", "bench"]),
+            "other_processes": ctx.others(census, worker),
         }
         await reader.stop()
         ctx.say(
@@ -333,10 +341,12 @@ async def _paced_phase(
     reader = await ResultReader(settings.kafka, topics.outputs, ctx.redis_url, topics.feeds).start(from_end=True)
     try:
         before = await scrape(settings.http.port)
+        census = ProcessCensus()
         started = time.time()
         label = f"l{round(load * 100)}-"
         sent = await paced_produce(settings.kafka, records, topics.inputs, rate, duration_s, label)
         sent_until = time.time()
+        others = ctx.others(census, worker)
         expected = {s.event_id: s.results for s in sent}
         complete = await reader.wait_for(expected, timeout_s=duration_s + 120)
         after = await scrape(settings.http.port)
@@ -355,6 +365,7 @@ async def _paced_phase(
         "batch_sizes": _batch_shape(after or [], before, plugins),
         "publish": _publish_shape(after or [], before),
         "cpu_cores": _cpu(ctx, started, sent_until, ["worker", "kafka", "redis", "bench"]),
+        "other_processes": others,
     }
 
 
@@ -397,6 +408,7 @@ async def _naive(
                 raise RuntimeError(f"naive baseline published nothing within {READY_TIMEOUT_S:.0f} s")
             await asyncio.sleep(0.1)
         first = time.time()
+        census = ProcessCensus()
         last_said = 0.0
         while time.time() - first < cap_s and app.alive():
             done = len(reader.completions(expected))
@@ -419,6 +431,7 @@ async def _naive(
             "rate_basis": "first to last event complete (output topic)",
             "steady_events_per_s": round(steady, 2) if steady else None,
             "cpu_cores": _cpu(ctx, window[0], window[1], ["naive", "kafka", "redis", "bench"]),
+            "other_processes": ctx.others(census, app),
             "peak_rss_mb": round(peak_rss_mb(app.pid) or 0.0, 1),
         }
         ctx.say(f"  naive: {out['events_per_s']} events/s ({len(completions)}/{len(expected)} events)")

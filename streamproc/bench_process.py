@@ -28,6 +28,7 @@ import psutil
 import yaml
 
 MB = 1024 * 1024
+CODE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mb(pid: int | None = None) -> float:
@@ -190,6 +191,37 @@ class CpuSampler:
         return out
 
 
+class ProcessCensus:
+    """CPU seconds of every process at one moment; two censuses tell who used the CPU between them.
+
+    The sampler charges the processes the benchmark knows; a census names the rest (the
+    ``other`` share), so a figure taken while something else ran says what it was.
+    """
+
+    def __init__(self) -> None:
+        self.at = time.time()
+        self.cpu: dict[int, tuple[str, float]] = {}
+        for proc in psutil.process_iter(["pid", "name", "cmdline", "cpu_times"]):
+            times = proc.info["cpu_times"]
+            if times is None:
+                continue
+            command = " ".join(proc.info["cmdline"] or [proc.info["name"] or "?"])[:120]
+            self.cpu[proc.pid] = (command, times.user + times.system)
+
+    def busiest_since(self, earlier: ProcessCensus, exclude: set[int], top: int = 3) -> list[dict[str, Any]]:
+        """The ``top`` processes by cores used between ``earlier`` and this census."""
+        span = max(self.at - earlier.at, 1e-6)
+        used = []
+        for pid, (command, cpu) in self.cpu.items():
+            if pid in exclude:
+                continue
+            before = earlier.cpu.get(pid, (command, 0.0))[1]
+            cores = (cpu - before) / span
+            if cores >= 0.02:
+                used.append({"pid": pid, "cores": round(cores, 3), "command": command})
+        return sorted(used, key=lambda p: -p["cores"])[:top]
+
+
 class ChildProcess:
     """``python -m <module>`` with a YAML settings file; stopped with SIGTERM like in production."""
 
@@ -211,9 +243,16 @@ class ChildProcess:
         self.config_path.write_text(yaml.safe_dump(dict(self.settings), sort_keys=False))
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_") or k == "STREAMPROC_CACHE"}
         env["STREAMPROC_CONFIG_FILE"] = str(self.config_path)
+        # The child runs the same streamproc as the benchmark, wherever it is imported from;
+        # its working directory is the run's folder (Faust leaves <app id>-data folders there).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CODE_ROOT), env.get("PYTHONPATH")]))
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, *(args or [])], stdout=log, stderr=subprocess.STDOUT, env=env
+                [sys.executable, "-m", self.module, *(args or [])],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
             )
         return self
 

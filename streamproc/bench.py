@@ -60,6 +60,7 @@ class BenchOptions:
     quick: bool = False
     mixed: bool = True
     profile: bool = False
+    workers: int = 1
     run_s: float = 15.0
     sweep_budget_s: float = 2.0
     naive_s: float = 20.0
@@ -71,7 +72,9 @@ class BenchOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchOptions:
-        options = cls(out=args.out, quick=args.quick, mixed=not args.no_mixed, profile=args.profile)
+        options = cls(
+            out=args.out, quick=args.quick, mixed=not args.no_mixed, profile=args.profile, workers=max(1, args.workers)
+        )
         if args.quick:
             options.events, options.duration_s, options.run_s = 300, 5.0, 3.0
             options.sweep_budget_s, options.naive_s, options.transport_min_events = 0.3, 4.0, 300
@@ -257,10 +260,10 @@ def _kafka_stages(
     except Exception as exc:
         workload["transport"] = {"error": f"{type(exc).__name__}: {exc}"}
         _say(f"[{name}] transport failed: {exc}")
-    _say(f"[{name}] pipeline ({len(records)} events) ...")
+    _say(f"[{name}] pipeline ({len(records)} events, {options.workers} worker process(es)) ...")
     try:
         workload["pipeline"] = measure_pipeline(
-            ctx, name, plugins, records, options.loads, options.duration_s, options.warmup_s
+            ctx, name, plugins, records, options.loads, options.duration_s, options.warmup_s, options.workers
         )
     except Exception as exc:
         workload["pipeline"] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -13,6 +13,7 @@ treatment; its rate is read from its output topic (it has no metrics).
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 import urllib.request
@@ -30,6 +31,7 @@ from streamproc.config import KafkaSettings, Settings
 from streamproc.stack import _free_ports
 
 READY_TIMEOUT_S = 300.0
+GROUP_SETTLE_S = 30.0
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -179,7 +181,61 @@ def _publish_shape(after: Sequence[Any], before: Sequence[Any] | None) -> dict[s
 
 
 def _cpu(ctx: RunContext, t0: float, t1: float, names: list[str]) -> dict[str, float]:
-    return ctx.sampler.usage(t0, t1, names)
+    """Cores per process over a window; ``worker``: every worker process together."""
+    usage = ctx.sampler.usage(t0, t1, names)
+    workers = [v for k, v in usage.items() if k.startswith("worker")]
+    if workers:
+        usage["worker"] = round(sum(workers), 3)
+    return usage
+
+
+class WorkerGroup:
+    """``count`` ``streamproc worker`` processes in one consumer group (scale-out as in production)."""
+
+    def __init__(self, data: Mapping[str, Any], workdir: Path, run_id: str, count: int) -> None:
+        self.members: list[tuple[ChildProcess, int]] = []
+        for index in range(count):
+            member = copy.deepcopy(dict(data))
+            if index:
+                member["http"]["port"] = _free_ports(1)[0]
+            name = f"worker-{run_id}" + (f"-{index}" if count > 1 else "")
+            self.members.append((ChildProcess("streamproc", member, workdir, name), member["http"]["port"]))
+
+    def start(self, sampler: CpuSampler) -> None:
+        for index, (child, _) in enumerate(self.members):
+            child.start(["worker"])
+            sampler.watch(f"worker{index}", child.pid)
+
+    @property
+    def children(self) -> list[ChildProcess]:
+        return [child for child, _ in self.members]
+
+    def check_alive(self, when: str) -> None:
+        for child in self.children:
+            if not child.alive():
+                raise RuntimeError(f"worker exited {when}:\n{child.log_tail()}")
+
+    async def scrape_each(self) -> list[list[tuple[str, dict[str, str], float]] | None]:
+        return [await scrape(port) for _, port in self.members]
+
+    async def scrape(self) -> list[tuple[str, dict[str, str], float]] | None:
+        """Every member's /metrics together (sums over the group); ``None`` while one does not answer."""
+        each = await self.scrape_each()
+        if any(one is None for one in each):
+            return None
+        return [sample for one in each if one is not None for sample in one]
+
+    def rss_mb(self) -> float:
+        return sum(rss_mb(child.pid) for child in self.children)
+
+    def peak_rss_mb(self) -> list[float]:
+        return [round(peak_rss_mb(child.pid) or 0.0, 1) for child in self.children]
+
+    def stop(self, sampler: CpuSampler) -> list[int | None]:
+        codes = [child.stop() for child in self.children]
+        for index in range(len(self.members)):
+            sampler.watch(f"worker{index}", None)
+        return codes
 
 
 def measure_pipeline(
@@ -190,25 +246,29 @@ def measure_pipeline(
     loads: Sequence[float],
     duration_s: float,
     warmup_s: float,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Maximum throughput, then latency at ``loads`` x that maximum, of one worker process."""
+    """Maximum throughput, then latency at ``loads`` x that maximum, of ``workers`` worker processes.
+
+    The backlog is produced first, then the workers start (so they fetch at full speed
+    from their first poll). With several workers, the first to join the group consumes
+    alone until the others are assigned partitions; the rate is then counted from the
+    moment every worker has consumed (the group's first rebalances left out).
+    """
     run_id = new_run_id(label)
     data, topics = run_settings(ctx, run_id, plugins)
     settings = Settings.model_validate(data)
     create_topics(settings.kafka, topics.all())
-    ctx.say(f"  pipeline: producing a backlog of {len(records)} events")
-    preproduce(settings, records, topics.inputs)
-    worker = ChildProcess("streamproc", data, ctx.workdir, f"worker-{run_id}")
+    group = WorkerGroup(data, ctx.workdir, run_id, workers)
     try:
-        return asyncio.run(_pipeline(ctx, worker, settings, topics, plugins, records, loads, duration_s, warmup_s))
+        return asyncio.run(_pipeline(ctx, group, settings, topics, plugins, records, loads, duration_s, warmup_s))
     finally:
-        worker.stop()
-        ctx.sampler.watch("worker", None)
+        group.stop(ctx.sampler)
 
 
 async def _pipeline(
     ctx: RunContext,
-    worker: ChildProcess,
+    group: WorkerGroup,
     settings: Settings,
     topics: RunTopics,
     plugins: Sequence[str],
@@ -217,34 +277,43 @@ async def _pipeline(
     duration_s: float,
     warmup_s: float,
 ) -> dict[str, Any]:
-    port = settings.http.port
     expected = {r.event_id: r.results for r in records}
+    ctx.say(f"  pipeline: producing a backlog of {len(records)} events")
+    await asyncio.to_thread(preproduce, settings, records, topics.inputs)
     reader = await ResultReader(settings.kafka, topics.outputs, None, []).start()
-    worker.start(["worker"])
-    ctx.sampler.watch("worker", worker.pid)
-    out: dict[str, Any] = {"run_id": settings.app_id, "events": len(records), "plugins": list(plugins)}
+    group.start(ctx.sampler)
+    names = ["kafka", "redis", "bench", *(f"worker{i}" for i in range(len(group.members)))]
+    out: dict[str, Any] = {
+        "run_id": settings.app_id,
+        "workers": len(group.members),
+        "events": len(records),
+        "plugins": list(plugins),
+    }
     try:
-        t_before, t_start, first = await _wait_consuming(worker, port)
-        census = ProcessCensus()
+        t_before, t_start, first, acked_before = await _wait_consuming(group)
         out["rss_ready_mb"] = round(first, 1)
         out["start_uncertainty_s"] = round(t_start - t_before, 3)
+        census = ProcessCensus()
         profile = None
         if ctx.profile:
-            profile = Profile(worker.pid, ctx.workdir / f"profile-{settings.app_id}.txt", duration_s=120)
-        t_done, final = await _wait_drained(worker, port, len(records), ctx.say)
+            target = group.children[0]
+            profile = Profile(target.pid, ctx.workdir / f"profile-{settings.app_id}.txt", duration_s=120, gil=True)
+        t_done, final = await _wait_drained(group, len(records), ctx.say)
         if profile is not None:
             out["profile"] = profile.finish()
         await reader.wait_for(expected, timeout_s=30)
         done = reader.completions(expected)
         times = sorted(done.values())
         t_mid = (t_before + t_start) / 2
-        whole = len(records) / (t_done - t_mid) if t_done > t_mid else None
+        counted = len(records) - acked_before
+        whole = counted / (t_done - t_mid) if t_done > t_mid and counted > 0 else None
         steady = steady_rate(times)
         rate = whole or steady
-        window = (t_mid, t_done)
+        basis = "first event consumed" if len(group.members) == 1 else "every worker consuming"
         out["max"] = {
             "events_per_s": round(rate, 2) if rate else None,
-            "rate_basis": "first event consumed to all acknowledged (/metrics)" if whole else "steady (reader)",
+            "rate_basis": f"{basis} to all acknowledged (/metrics)" if whole else "steady (reader)",
+            "counted_events": counted,
             "steady_events_per_s": round(steady, 2) if steady else None,
             "seconds": round(t_done - t_mid, 3),
             "completed_events": len(done),
@@ -252,8 +321,8 @@ async def _pipeline(
             "dead_letters": int(metric_total(final, "streamproc_dead_letters_total")),
             "batch_sizes": _batch_shape(final, None, plugins),
             "publish": _publish_shape(final, None),
-            "cpu_cores": _cpu(ctx, window[0], window[1], ["worker", "kafka", "redis", "bench"]),
-            "other_processes": ctx.others(census, worker),
+            "cpu_cores": _cpu(ctx, t_mid, t_done, names),
+            "other_processes": ctx.others(census, *group.children),
         }
         await reader.stop()
         ctx.say(
@@ -263,50 +332,62 @@ async def _pipeline(
         out["latency"] = {}
         for load in loads if rate else ():
             out["latency"][f"{round(load * 100)}"] = await _paced_phase(
-                ctx, worker, settings, topics, plugins, records, load, load * rate, duration_s, warmup_s
+                ctx, group, names, settings, topics, plugins, records, load, load * rate, duration_s, warmup_s
             )
-        out["peak_rss_mb"] = round(peak_rss_mb(worker.pid) or 0.0, 1)
-        out["rss_end_mb"] = round(rss_mb(worker.pid), 1)
+        peaks = group.peak_rss_mb()
+        out["peak_rss_mb"] = max(peaks)
+        if len(peaks) > 1:
+            out["peak_rss_mb_each"] = peaks
+        out["rss_end_mb"] = round(group.rss_mb(), 1)
     finally:
         await reader.stop()
         stopped = time.time()
-        out["exit_status"] = await asyncio.to_thread(worker.stop)
+        out["exit_status"] = await asyncio.to_thread(group.stop, ctx.sampler)
         out["stop_seconds"] = round(time.time() - stopped, 2)
     return out
 
 
-async def _wait_consuming(worker: ChildProcess, port: int) -> tuple[float, float, float]:
-    """Poll until the worker consumed its first event: (last time with none, first time with some, RSS then)."""
+async def _wait_consuming(group: WorkerGroup) -> tuple[float, float, float, float]:
+    """Poll until every worker consumed: (last time before, first time after, RSS then, events acked then).
+
+    "Acked" is consumed minus in flight, summed over the group: the events done before
+    the window opens, left out of the rate.
+    """
     deadline = time.time() + READY_TIMEOUT_S
     before = time.time()
     rss_ready = 0.0
+    first_seen: float | None = None
     while time.time() < deadline:
-        if not worker.alive():
-            raise RuntimeError(f"worker exited during start-up:\n{worker.log_tail()}")
-        samples = await scrape(port)
+        group.check_alive("during start-up")
+        each = await group.scrape_each()
         now = time.time()
-        if samples is not None:
+        if all(one is not None for one in each):
             if not rss_ready:
-                rss_ready = rss_mb(worker.pid)
-            consumed = metric_total(samples, "streamproc_events_consumed_total") + metric_total(
-                samples, "streamproc_events_invalid_total"
-            )
-            if consumed > 0:
-                return before, now, rss_ready
+                rss_ready = group.rss_mb()
+            handled = [
+                metric_total(one, "streamproc_events_consumed_total")
+                + metric_total(one, "streamproc_events_invalid_total")
+                for one in each
+                if one is not None
+            ]
+            if any(h > 0 for h in handled) and first_seen is None:
+                first_seen = now
+            # a worker left without partitions (more workers than partitions) never consumes
+            if all(h > 0 for h in handled) or (first_seen is not None and now - first_seen > GROUP_SETTLE_S):
+                in_flight = sum(metric_total(one, "streamproc_in_flight_events") for one in each if one is not None)
+                acked = sum(handled) - in_flight if len(each) > 1 else 0.0
+                return before, now, rss_ready, acked
         before = now
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"worker consumed nothing within {READY_TIMEOUT_S:.0f} s:\n{worker.log_tail()}")
+    raise RuntimeError(f"workers did not all consume within {READY_TIMEOUT_S:.0f} s")
 
 
-async def _wait_drained(
-    worker: ChildProcess, port: int, count: int, say: Say, stall_s: float = 90.0
-) -> tuple[float, Any]:
+async def _wait_drained(group: WorkerGroup, count: int, say: Say, stall_s: float = 90.0) -> tuple[float, Any]:
     """Poll until ``count`` events were consumed and none is in flight; (time, final scrape)."""
     last_progress, last_handled, last_said = time.time(), -1.0, 0.0
     while True:
-        if not worker.alive():
-            raise RuntimeError(f"worker exited during the run:\n{worker.log_tail()}")
-        samples = await scrape(port)
+        group.check_alive("during the run")
+        samples = await group.scrape()
         now = time.time()
         if samples is not None:
             handled = metric_total(samples, "streamproc_events_consumed_total") + metric_total(
@@ -327,7 +408,8 @@ async def _wait_drained(
 
 async def _paced_phase(
     ctx: RunContext,
-    worker: ChildProcess,
+    group: WorkerGroup,
+    names: list[str],
     settings: Settings,
     topics: RunTopics,
     plugins: Sequence[str],
@@ -340,16 +422,16 @@ async def _paced_phase(
     ctx.say(f"  latency at {load:.0%} of the maximum: {rate:.1f} events/s for {duration_s:.0f} s")
     reader = await ResultReader(settings.kafka, topics.outputs, ctx.redis_url, topics.feeds).start(from_end=True)
     try:
-        before = await scrape(settings.http.port)
+        before = await group.scrape()
         census = ProcessCensus()
         started = time.time()
         label = f"l{round(load * 100)}-"
         sent = await paced_produce(settings.kafka, records, topics.inputs, rate, duration_s, label)
         sent_until = time.time()
-        others = ctx.others(census, worker)
+        others = ctx.others(census, *group.children)
         expected = {s.event_id: s.results for s in sent}
         complete = await reader.wait_for(expected, timeout_s=duration_s + 120)
-        after = await scrape(settings.http.port)
+        after = await group.scrape()
         latency = reader.latency(sent, since_ms=int((started + warmup_s) * 1000))
     finally:
         await reader.stop()
@@ -364,7 +446,7 @@ async def _paced_phase(
         **latency,
         "batch_sizes": _batch_shape(after or [], before, plugins),
         "publish": _publish_shape(after or [], before),
-        "cpu_cores": _cpu(ctx, started, sent_until, ["worker", "kafka", "redis", "bench"]),
+        "cpu_cores": _cpu(ctx, started, sent_until, names),
         "other_processes": others,
     }
 

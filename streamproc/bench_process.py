@@ -280,9 +280,13 @@ class ChildProcess:
 
 
 class Profile:
-    """py-spy sampling of one process for a while (``py-spy record --format raw``), if installed."""
+    """py-spy sampling of one process for a while (``py-spy record --format raw``), if installed.
 
-    def __init__(self, pid: int, out: Path, duration_s: float, rate_hz: int = 97) -> None:
+    ``gil``: sample only the thread holding the GIL (``--gil``): where a GIL-bound
+    process spends the interpreter, event loop and plugin threads together.
+    """
+
+    def __init__(self, pid: int, out: Path, duration_s: float, rate_hz: int = 97, gil: bool = False) -> None:
         self.out = out
         self.error: str | None = None
         tool = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -305,6 +309,7 @@ class Profile:
             "--nonblocking",
             "--output",
             str(out),
+            *(["--gil"] if gil else []),
         ]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     p.add_argument("--no-mixed", action="store_true", help="leave out the mixed workload")
     p.add_argument("--profile", action="store_true", help="py-spy the worker during each maximum-throughput run")
+    p.add_argument("--workers", type=int, default=1, help="worker processes in the pipeline's consumer group")
     p.set_defaults(handler=_bench)
     return parser
 

@@ -25,11 +25,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamproc.bench_process import peak_rss_mb, rss_mb
 from streamproc.bench_stats import latency_summary, percentile, steady_rate
 from streamproc.bench_workload import WorkloadRecord, demo_pool, write_workload
+
+if TYPE_CHECKING:
+    from streamproc.config import Settings
 
 Item = tuple[Any, Mapping[str, Any] | None]
 
@@ -372,6 +375,14 @@ async def drive_batcher(
     )
 
 
+def _use_every_core(settings: Settings) -> None:
+    """The compute limit runs one batch at a time with nothing beside it: every core for torch
+    (unless ``cpu_threads`` is set), where the worker leaves one to its event loop."""
+    from streamproc.runtime import configure_cpu_threads
+
+    configure_cpu_threads(settings.cpu_threads, plugin_threads=1, reserved_cores=0)
+
+
 def _measure_plugin(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     from streamproc.config import load_settings
     from streamproc.worker import build_router, load_plugins
@@ -380,6 +391,7 @@ def _measure_plugin(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     settings = load_settings()
     out["memory"] = {"rss_imports_mb": round(rss_mb(), 1)}
     runtimes, reports = load_plugins(settings)
+    _use_every_core(settings)
     failed = [r for r in reports if r.error]
     if name not in runtimes:
         out["error"] = failed[0].error if failed else f"plugin {name!r} is not installed or not enabled"
@@ -426,6 +438,7 @@ def _measure_mix(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     settings = load_settings()
     out["memory"] = {"rss_imports_mb": round(rss_mb(), 1)}
     runtimes, reports = load_plugins(settings)
+    _use_every_core(settings)
     if not runtimes:
         out["error"] = "; ".join(f"{r.name}: {r.error}" for r in reports if r.error) or "no plugin loaded"
         return

@@ -191,12 +191,14 @@ def summary_text(report: Mapping[str, Any]) -> str:
     for name, workload in report["workloads"].items():
         for load, phase in ((workload.get("pipeline") or {}).get("latency") or {}).items():
             acked = phase.get("acknowledged") or {}
-            means = [str(s.get("mean")) for s in (phase.get("batch_sizes") or {}).values()]
+            shapes = (phase.get("batch_sizes") or {}).items()
+            means = [str(s.get("mean")) if len(shapes) == 1 else f"{p} {s.get('mean')}" for p, s in shapes]
             lines.append(
                 f"{name:<12} {load + '%':>5} {_fmt(phase.get('offered_events_per_s')):>9} "
                 f"{_fmt(acked.get('p50_ms')):>8} {_fmt(acked.get('p95_ms')):>8} {_fmt(acked.get('p99_ms')):>8}  "
-                + ",".join(means)
+                + ", ".join(means)
             )
+    lines += _resource_lines(report)
     lines += ["", "targets:"]
     for verdict in report.get("targets") or []:
         lines.append(
@@ -204,6 +206,29 @@ def summary_text(report: Mapping[str, Any]) -> str:
             f"{_fmt(verdict['value'])} vs {_fmt(verdict['threshold'])} ({verdict['detail']})"
         )
     return "\n".join(lines) + "\n"
+
+
+def _resource_lines(report: Mapping[str, Any]) -> list[str]:
+    """CPU (cores) per process at maximum throughput, and memory (MB) per workload."""
+    header = (
+        f"{'workload':<12} {'worker':>6} {'kafka':>6} {'redis':>6} {'bench':>6} {'other':>6}   cores at max;"
+        f" {'loaded':>7} {'ready':>7} {'peak':>7}  RSS MB"
+    )
+    lines = ["", header]
+    per_plugin = (report.get("memory") or {}).get("per_plugin") or {}
+    for name, workload in report["workloads"].items():
+        pipeline = workload.get("pipeline") or {}
+        cpu = (pipeline.get("max") or {}).get("cpu_cores") or {}
+        loaded = (per_plugin.get(name) or {}).get("rss_loaded_mb")
+        if loaded is None:
+            loaded = ((workload.get("compute") or {}).get("memory") or {}).get("rss_loaded_mb")
+        processes = ("worker", "kafka", "redis", "bench", "other")
+        cores = " ".join(f"{cpu[k]:>6.2f}" if k in cpu else f"{'n/a':>6}" for k in processes)
+        lines.append(
+            f"{name:<12} {cores}         {_fmt(loaded):>7} {_fmt(pipeline.get('rss_ready_mb')):>7}"
+            f" {_fmt(pipeline.get('peak_rss_mb')):>7}"
+        )
+    return lines
 
 
 def _machine_line(machine: Mapping[str, Any]) -> str:

@@ -133,7 +133,9 @@ class Settings(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast on CUDA (auto: bf16 if supported)"
     )
-    cpu_threads: int = Field(0, ge=0, description="torch threads on CPU (0: one per core, at most 8)")
+    cpu_threads: int = Field(
+        0, ge=0, description="torch threads per plugin thread on CPU (0: cores - 1 shared by the enabled plugins, 1-8)"
+    )
     max_in_flight: int = Field(1024, ge=1, description="events accepted but not yet published, across partitions")
     infer_retries: int = Field(1, ge=0, description="one-by-one retries of items of a failed batch")
     infer_timeout_s: float = Field(60.0, gt=0, description="a batch taking longer fails (hung plugin)")

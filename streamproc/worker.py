@@ -70,9 +70,10 @@ def load_plugins(settings: Settings, load_models: bool = True) -> tuple[dict[str
     """
     device = choose_device(settings.device)
     autocast = choose_autocast(device, settings.precision)
-    if device.type == "cpu":
-        configure_cpu_threads(settings.cpu_threads)
     discovered, failures = registry.discover()
+    if device.type == "cpu":
+        enabled = sum(1 for found in discovered if settings.plugin_enabled(found.name))
+        configure_cpu_threads(settings.cpu_threads, plugin_threads=enabled)
     reports = [
         PluginReport(f.name, f.distribution, "?", (), "?", "-", "-", f.reason)
         for f in failures

@@ -359,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         _say(f"CUDA is not available here (torch {torch.__version__}); use --device cpu for a dry run")
         return 2
-    configure_cpu_threads(0)
+    configure_cpu_threads(0, plugin_threads=1, reserved_cores=0)  # one batch at a time: every core
     facts: dict[str, Any] = {
         "device": str(device),
         "torch": torch.__version__,

@@ -24,20 +24,25 @@ def _rate(workload: dict, stage: str) -> float:
     return float(section.get("events_per_s") or 0.0)
 
 
-def test_bench_reports_every_stage_latency_batches_cpu_and_memory_for_each_workload(
-    endpoints, test_plugins_path: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "bench"
+def _bench(endpoints, plugins_path: Path, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``streamproc bench --quick`` at tiny sizes against the test's Kafka and Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_") or k == "STREAMPROC_CACHE"}
     env.update(
         STREAMPROC_KAFKA_BOOTSTRAP=endpoints.kafka_bootstrap,
         STREAMPROC_REDIS_URL=endpoints.redis_url,
-        PYTHONPATH=os.pathsep.join(filter(None, [str(test_plugins_path), env.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(plugins_path), env.get("PYTHONPATH")])),
     )
-    command = [sys.executable, "-m", "streamproc", "bench", "--quick", "--plugins", "echo,counter"]
-    command += ["--events", "60", "--duration", "1.5", "--out", str(out)]
+    command = [sys.executable, "-m", "streamproc", "bench", "--quick", "--out", str(out), *options]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def test_bench_reports_every_stage_latency_batches_cpu_and_memory_for_each_workload(
+    endpoints, test_plugins_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    done = _bench(endpoints, test_plugins_path, out, "--plugins", "echo,counter", "--events", "60", "--duration", "1.5")
 
     report = json.loads((out / "bench.json").read_text())
     assert set(report["workloads"]) == {"echo", "counter", "mixed"}
@@ -72,3 +77,31 @@ def test_bench_reports_every_stage_latency_batches_cpu_and_memory_for_each_workl
     assert all(latencies[name]["50"] for name in report["workloads"])
     assert (out / "throughput.png").stat().st_size > 0
     assert (out / "latency_cdf.png").stat().st_size > 0
+
+
+def test_bench_pipeline_runs_a_consumer_group_of_several_workers(
+    endpoints, test_plugins_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    _bench(
+        endpoints,
+        test_plugins_path,
+        out,
+        "--plugins",
+        "echo",
+        "--no-mixed",
+        "--workers",
+        "2",
+        "--events",
+        "200",
+        "--duration",
+        "1.5",
+    )
+
+    pipeline = json.loads((out / "bench.json").read_text())["workloads"]["echo"]["pipeline"]
+    assert pipeline["workers"] == 2
+    assert pipeline["max"]["completed_events"] == pipeline["events"] == 200
+    assert pipeline["max"]["events_per_s"] > 0
+    assert len(pipeline["peak_rss_mb_each"]) == 2 and all(rss > 0 for rss in pipeline["peak_rss_mb_each"])
+    assert pipeline["exit_status"] == [0, 0]  # both members stopped cleanly on SIGTERM
+    assert all(phase["completed_events"] > 0 for phase in pipeline["latency"].values())

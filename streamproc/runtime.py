@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +27,8 @@ from streamproc.events import Event
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
 
 log = logging.getLogger(__name__)
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ def choose_autocast(device: torch.device, precision: str) -> torch.dtype | None:
 def cpu_thread_count(setting: int, plugin_threads: int, reserved_cores: int = 1) -> int:
     """Torch intra-op threads per plugin thread on CPU.
 
-    ``setting`` when non-zero. Otherwise the cores left after ``reserved_cores`` (in the
+    ``setting`` when non-zero. Otherwise the available cores (``available_cores``) left
+    after ``reserved_cores`` (in the
     worker: the event loop and the Kafka client's thread), shared by the
     ``plugin_threads`` that may compute at once; at least 1, at most 8. Every plugin
     thread that runs torch gets its own OpenMP team, so more threads than cores spin
@@ -93,8 +98,20 @@ def cpu_thread_count(setting: int, plugin_threads: int, reserved_cores: int = 1)
     """
     if setting:
         return setting
-    cores = os.cpu_count() or 1
-    return max(1, min(8, (cores - reserved_cores) // max(1, plugin_threads)))
+    return max(1, min(8, (available_cores() - reserved_cores) // max(1, plugin_threads)))
+
+
+def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota
+    (a Kubernetes CPU limit) rounded up, when one is set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
 def configure_cpu_threads(setting: int, plugin_threads: int, reserved_cores: int = 1) -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from streamproc import runtime
-from streamproc.runtime import cpu_thread_count
+from streamproc.runtime import available_cores, cpu_thread_count
 
 
 @pytest.mark.parametrize(
@@ -21,9 +24,24 @@ from streamproc.runtime import cpu_thread_count
 def test_auto_threads_leave_a_core_to_the_event_loop_and_share_the_rest(
     monkeypatch: pytest.MonkeyPatch, cores: int, plugins: int, reserved: int, expected: int
 ) -> None:
-    monkeypatch.setattr(runtime.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(runtime, "available_cores", lambda: cores)
     assert cpu_thread_count(0, plugins, reserved) == expected
 
 
 def test_an_explicit_thread_setting_wins() -> None:
     assert cpu_thread_count(3, plugin_threads=5) == 3
+
+
+@pytest.mark.parametrize(("cpu_max", "limit"), [("400000 100000", 4), ("150000 100000", 2), ("50000 100000", 1)])
+def test_a_cgroup_cpu_limit_caps_the_available_cores(tmp_path: Path, cpu_max: str, limit: int) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max + "\n")
+    assert available_cores(path) == min(limit, len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("cpu_max", ["max 100000", None])
+def test_without_a_cgroup_limit_every_core_in_the_affinity_mask_counts(tmp_path: Path, cpu_max: str | None) -> None:
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max + "\n")
+    assert available_cores(path) == len(os.sched_getaffinity(0))

@@ -61,6 +61,7 @@ class BenchOptions:
     mixed: bool = True
     profile: bool = False
     workers: int = 1
+    skip: frozenset[str] = frozenset()
     run_s: float = 15.0
     sweep_budget_s: float = 2.0
     naive_s: float = 20.0
@@ -88,6 +89,7 @@ class BenchOptions:
             options.warmup_s = min(options.warmup_s, args.duration / 4)
         if args.plugins:
             options.plugins = [p.strip() for p in args.plugins.split(",") if p.strip()]
+        options.skip = frozenset(args.skip or ())
         return options
 
 
@@ -253,13 +255,14 @@ def _kafka_stages(
     records: list[WorkloadRecord],
     workload: dict[str, Any],
 ) -> None:
-    _say(f"[{name}] transport limit ...")
-    try:
-        workload["transport"] = _transport(ctx, options, name, records)
-        _say(f"[{name}] transport {workload['transport'].get('events_per_s')} events/s")
-    except Exception as exc:
-        workload["transport"] = {"error": f"{type(exc).__name__}: {exc}"}
-        _say(f"[{name}] transport failed: {exc}")
+    if "transport" not in options.skip:
+        _say(f"[{name}] transport limit ...")
+        try:
+            workload["transport"] = _transport(ctx, options, name, records)
+            _say(f"[{name}] transport {workload['transport'].get('events_per_s')} events/s")
+        except Exception as exc:
+            workload["transport"] = {"error": f"{type(exc).__name__}: {exc}"}
+            _say(f"[{name}] transport failed: {exc}")
     _say(f"[{name}] pipeline ({len(records)} events, {options.workers} worker process(es)) ...")
     try:
         workload["pipeline"] = measure_pipeline(
@@ -268,6 +271,8 @@ def _kafka_stages(
     except Exception as exc:
         workload["pipeline"] = {"error": f"{type(exc).__name__}: {exc}"}
         _say(f"[{name}] pipeline failed: {exc}")
+    if "naive" in options.skip:
+        return
     compute = workload["compute"]
     estimate = float(compute.get("batch1_events_per_s") or compute.get("events_per_s") or 1.0)
     count = int(min(len(records), max(options.min_events, estimate * options.naive_s)))

@@ -111,8 +111,7 @@ def evaluate_targets(
         compute = stage_rate(workload, "compute")
         transport = stage_rate(workload, "transport")
         naive = stage_rate(workload, "naive")
-        limits = [x for x in (compute, transport) if x]
-        ratio = pipeline / min(limits) if pipeline and limits else None
+        ratio = pipeline / min(compute, transport) if pipeline and compute and transport else None
         verdicts.append(
             _verdict(
                 name,

@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mixed", action="store_true", help="leave out the mixed workload")
     p.add_argument("--profile", action="store_true", help="py-spy the worker during each maximum-throughput run")
     p.add_argument("--workers", type=int, default=1, help="worker processes in the pipeline's consumer group")
+    p.add_argument(
+        "--skip", type=_skippable_stages, metavar="STAGES", help="leave out stages: transport, naive (comma-separated)"
+    )
     p.set_defaults(handler=_bench)
     return parser
 
@@ -166,6 +169,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.demo import run_demo
 
     return run_demo(settings, args.events, args.keep_stack)
+
+
+def _skippable_stages(text: str) -> frozenset[str]:
+    stages = frozenset(s.strip() for s in text.split(",") if s.strip())
+    unknown = stages - {"transport", "naive"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose transport, naive")
+    return stages
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:

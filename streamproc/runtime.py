@@ -93,8 +93,9 @@ def cpu_thread_count(setting: int, plugin_threads: int, reserved_cores: int = 1)
     worker: the event loop and the Kafka client's thread), shared by the
     ``plugin_threads`` that may compute at once; at least 1, at most 8. Every plugin
     thread that runs torch gets its own OpenMP team, so more threads than cores spin
-    against one another: on 2 cores the mixed workload's p99 latency at 50% load fell
-    from 8.3 s to 0.9 s going from 2 threads to 1 (docs/performance.md).
+    against one another: on 2 cores the mixed workload's p99 latency at 50% load was 8.3 s
+    with 2 threads per plugin thread and 0.9-5.7 s over three runs with 1
+    (docs/performance.md).
     """
     if setting:
         return setting

@@ -79,29 +79,22 @@ def test_bench_reports_every_stage_latency_batches_cpu_and_memory_for_each_workl
     assert (out / "latency_cdf.png").stat().st_size > 0
 
 
-def test_bench_pipeline_runs_a_consumer_group_of_several_workers(
+def test_bench_pipeline_runs_a_consumer_group_of_several_workers_and_skips_stages(
     endpoints, test_plugins_path: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench"
-    _bench(
-        endpoints,
-        test_plugins_path,
-        out,
-        "--plugins",
-        "echo",
-        "--no-mixed",
-        "--workers",
-        "2",
-        "--events",
-        "200",
-        "--duration",
-        "1.5",
-    )
+    options = ["--plugins", "echo", "--no-mixed", "--workers", "2", "--skip", "transport,naive"]
+    _bench(endpoints, test_plugins_path, out, *options, "--events", "200", "--duration", "1.5")
 
-    pipeline = json.loads((out / "bench.json").read_text())["workloads"]["echo"]["pipeline"]
+    report = json.loads((out / "bench.json").read_text())
+    workload = report["workloads"]["echo"]
+    assert "transport" not in workload and "naive" not in workload
+    pipeline = workload["pipeline"]
     assert pipeline["workers"] == 2
     assert pipeline["max"]["completed_events"] == pipeline["events"] == 200
     assert pipeline["max"]["events_per_s"] > 0
     assert len(pipeline["peak_rss_mb_each"]) == 2 and all(rss > 0 for rss in pipeline["peak_rss_mb_each"])
     assert pipeline["exit_status"] == [0, 0]  # both members stopped cleanly on SIGTERM
     assert all(phase["completed_events"] > 0 for phase in pipeline["latency"].values())
+    throughput = next(t for t in report["targets"] if t["target"].startswith("pipeline >= 0.8"))
+    assert throughput["result"] == "n/a"  # no transport limit measured: no ratio claimed

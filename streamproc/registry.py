@@ -9,11 +9,15 @@ plugins loaded and which failed, and why, so one broken plugin does not stop the
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import torch
 
 from streamproc.errors import PluginLoadError
-from streamproc.plugin import ENTRY_POINT_GROUP, Plugin
+from streamproc.plugin import ENTRY_POINT_GROUP, LoadContext, Plugin
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,17 @@ def discover() -> tuple[list[DiscoveredPlugin], list[PluginFailure]]:
         seen[cls.name] = dist
         found.append(DiscoveredPlugin(cls.name, cls, dist, version))
     return found, failures
+
+
+def load_plugin(name: str, options: Mapping[str, Any] | None = None, device: str = "cpu") -> Plugin:
+    """One installed plugin, found through its entry point as the worker finds it, loaded on
+    ``device`` with ``options`` (for tests and tools). Raises ``PluginLoadError`` when no
+    entry point has that name, and whatever the plugin's ``load`` raises (``ConfigError``)."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        plugin = _check(ep)()
+        plugin.load(LoadContext(device=torch.device(device), options=dict(options or {})))
+        return plugin
+    raise PluginLoadError(f"no plugin {name!r} in the {ENTRY_POINT_GROUP!r} entry-point group")
 
 
 def _check(ep: EntryPoint) -> type[Plugin]:

@@ -12,7 +12,7 @@ import torch
 from streamproc import registry
 from streamproc.batching import MicroBatcher
 from streamproc.config import PluginSettings, load_settings
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, PluginLoadError
 from streamproc.events import decode_event
 from streamproc.routing import PluginRoute, Router
 from streamproc.runtime import PluginRuntime, choose_autocast, merged_policy
@@ -40,6 +40,15 @@ def test_plugins_are_found_through_entry_points_and_a_broken_one_is_reported(ins
     assert next(p for p in found if p.name == "echo").distribution == "streamproc-testplugins"
     broken = next(f for f in failures if f.name == "broken")
     assert "broken on purpose" in broken.reason
+
+
+def test_one_plugin_is_loaded_by_name_and_an_unknown_or_broken_name_is_refused(installed: None) -> None:
+    echo = registry.load_plugin("echo")
+    assert echo.name == "echo" and echo.model_version
+    with pytest.raises(PluginLoadError, match="no plugin 'nope'"):
+        registry.load_plugin("nope")
+    with pytest.raises(PluginLoadError, match="broken on purpose"):
+        registry.load_plugin("broken")
 
 
 def test_loading_reports_failures_and_fail_fast_stops(installed: None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
@@ -13,20 +12,14 @@ from PIL import Image
 
 from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import ArtworkRequest, UploadEvent
-from streamproc.plugin import ENTRY_POINT_GROUP, LoadContext, Plugin
-
-
-def load_plugin(**options: object) -> Plugin:
-    (entry,) = [e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == "artwork"]
-    plugin = entry.load()()
-    plugin.load(LoadContext(device=torch.device("cpu"), options=options))
-    return plugin
+from streamproc.plugin import Plugin
+from streamproc.registry import load_plugin
 
 
 @pytest.fixture(scope="module")
 def plugin() -> Plugin:
     torch.set_num_threads(1)
-    return load_plugin()
+    return load_plugin("artwork")
 
 
 def request(category: str = "sneaker", count: int = 2, seed: int = 7, n: int = 0) -> UploadEvent:
@@ -68,7 +61,7 @@ def test_request_yields_count_grayscale_pngs_of_64x64(plugin: Plugin) -> None:
 
 def test_replayed_request_gives_identical_png_bytes(plugin: Plugin) -> None:
     (first,) = generate(plugin, [request(seed=123)])
-    (again,) = generate(load_plugin(), [request(seed=123)])
+    (again,) = generate(load_plugin("artwork"), [request(seed=123)])
     (other,) = generate(plugin, [request(seed=124)])
     assert first["images"] == again["images"]
     assert first["images"] != other["images"]
@@ -117,11 +110,11 @@ def test_upload_without_artwork_request_is_not_for_this_plugin(plugin: Plugin) -
 
 
 def test_image_size_option_sets_the_png_size() -> None:
-    (body,) = generate(load_plugin(image_size=28), [request(count=1)])
+    (body,) = generate(load_plugin("artwork", {"image_size": 28}), [request(count=1)])
     assert decode(body["images"][0]).shape == (28, 28)
 
 
 @pytest.mark.parametrize("size", [27, 257, "64", False])
 def test_invalid_image_size_option_is_a_config_error(size: object) -> None:
     with pytest.raises(ConfigError, match="image_size"):
-        load_plugin(image_size=size)
+        load_plugin("artwork", {"image_size": size})

@@ -9,11 +9,11 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
-import torch
 
 from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import PlaybackEvent, UploadEvent
-from streamproc.plugin import ENTRY_POINT_GROUP, LoadContext, Plugin
+from streamproc.plugin import ENTRY_POINT_GROUP, Plugin
+from streamproc.registry import load_plugin
 
 _ids = itertools.count()
 
@@ -29,9 +29,7 @@ def make_plugin() -> Callable[..., Plugin]:
     """A factory of freshly loaded plugins (each with its own trending), on CPU."""
 
     def make(**options: Any) -> Plugin:
-        plugin = discover()()
-        plugin.load(LoadContext(device=torch.device("cpu"), options=options))
-        return plugin
+        return load_plugin("recommender", options)
 
     return make
 
@@ -342,4 +340,4 @@ def test_a_malformed_state_raises_invalid_input(plugin: Plugin) -> None:
 )
 def test_bad_options_raise_config_error(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match=r"plugins\.recommender\.options"):
-        discover()().load(LoadContext(device=torch.device("cpu"), options=options))
+        load_plugin("recommender", options)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
@@ -15,22 +14,16 @@ from tagger_testdata import needs_fashion_mnist, photos, png_bytes, random_bytes
 
 from streamproc.errors import ConfigError, InvalidInput, MediaError
 from streamproc.events import ArtworkRequest
-from streamproc.plugin import ENTRY_POINT_GROUP, LoadContext, Plugin
+from streamproc.plugin import Plugin
+from streamproc.registry import load_plugin
 
 __all__ = ["photos"]  # the fixture, re-exported for pytest
-
-
-def load_plugin(**options: object) -> Plugin:
-    (entry,) = [e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == "tagger"]
-    plugin = entry.load()()
-    plugin.load(LoadContext(device=torch.device("cpu"), options=options))
-    return plugin
 
 
 @pytest.fixture(scope="module")
 def plugin() -> Plugin:
     torch.set_num_threads(1)
-    return load_plugin()
+    return load_plugin("tagger")
 
 
 def run(plugin: Plugin, images: list[bytes]) -> list[dict]:
@@ -134,11 +127,11 @@ def test_upload_with_only_an_image_uri_is_refused_with_reason(plugin: Plugin) ->
 
 
 def test_top_k_option_sets_the_number_of_tags(photos: dict[str, bytes]) -> None:
-    (body,) = run(load_plugin(top_k=5), [photos["flower"]])
+    (body,) = run(load_plugin("tagger", {"top_k": 5}), [photos["flower"]])
     assert len(body["tags"]) == 5
 
 
 @pytest.mark.parametrize("top_k", [0, 11, "3", True])
 def test_invalid_top_k_option_is_a_config_error(top_k: object) -> None:
     with pytest.raises(ConfigError, match="top_k"):
-        load_plugin(top_k=top_k)
+        load_plugin("tagger", {"top_k": top_k})

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import load_translator
 
 from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import AudioEvent, DerivedEvent, Event, PlaybackEvent, UploadEvent
 from streamproc.plugin import Plugin
+from streamproc.registry import load_plugin
 
 
 def upload(title: str = "", description: str = "", language: str = "en", n: int = 1) -> UploadEvent:
@@ -70,12 +70,12 @@ def test_spanish_upload_with_target_es_needs_nothing(translator: Plugin) -> None
 
 
 def test_targets_without_spanish_need_nothing() -> None:
-    plugin = load_translator(targets=["fr", "de"])
+    plugin = load_plugin("translator", {"targets": ["fr", "de"]})
     assert plugin.prepare(upload("The king"), None) is None
 
 
 def test_regional_language_codes_are_accepted() -> None:
-    plugin = load_translator(targets=["es-MX"])
+    plugin = load_plugin("translator", {"targets": ["es-MX"]})
     assert plugin.prepare(upload("The king", language="en-GB"), None) is not None
 
 
@@ -138,6 +138,6 @@ def test_other_event_types_are_refused(translator: Plugin) -> None:
 
 def test_malformed_options_are_refused_at_load() -> None:
     with pytest.raises(ConfigError, match="targets"):
-        load_translator(targets=[1, 2])
+        load_plugin("translator", {"targets": [1, 2]})
     with pytest.raises(ConfigError, match="max_segments"):
-        load_translator(max_segments=0)
+        load_plugin("translator", {"max_segments": 0})

@@ -1,0 +1,332 @@
+"""General-domain English -> Spanish text from Debian's own metadata, its split and its dedupe.
+
+Owns the parallel text that looks like what users upload (titles, one-line summaries,
+descriptive sentences), all obtainable offline through apt:
+
+- DDTP: Debian's translated package descriptions. ``Translation-es`` holds the Spanish
+  description of a package next to the ``Description-md5`` of its English one, which is
+  in ``Translation-en``. The synopsis (first line) gives a short title-register pair;
+  the long description is split into paragraphs and sentences, and a paragraph is kept
+  only when both sides have the same number of sentences (1:1 alignment).
+- AppStream (DEP-11 ``Components-amd64.yml.gz``): application names, summaries and
+  description paragraphs with their Spanish translations.
+
+The split unit is the Debian *source* package (binary packages are mapped to their
+source through the ``Packages`` index), so every text of a held-out package, in every
+binary package built from it, is held out. The split depends on the source package name
+only (SHA-256), and is fixed before any training.
+
+The apt lists are fetched with ``Acquire::Languages { "en"; "es"; };`` and
+``apt-get update`` (see the README); ``LIST_DIR`` is where a copy is kept, because a
+later ``apt-get update`` with the default configuration deletes the translations.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import re
+import subprocess
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+LIST_DIR = Path.home() / ".cache" / "streamproc" / "translator-data"
+APT_LISTS = Path("/var/lib/apt/lists")
+GENERAL_HELDOUT_FILE = "general_heldout.tsv"
+HELDOUT_PERCENT = 20
+SHORT_MAX_WORDS = 12
+LONG_MIN_WORDS = 13
+LONG_MAX_WORDS = 60
+MAX_LENGTH_RATIO = 1.8
+
+Kind = Literal["short", "long"]
+
+
+@dataclass(frozen=True)
+class GeneralPair:
+    """One aligned pair: ``key`` is ``<source>:<source package>:<field>``; ``kind`` short or long."""
+
+    key: str
+    package: str
+    kind: Kind
+    en: str
+    es: str
+
+
+def is_heldout_package(source_package: str) -> bool:
+    """Whether a source package is held out (20 % of packages, by SHA-256 of the name)."""
+    digest = hashlib.sha256(f"general:{source_package}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < HELDOUT_PERCENT
+
+
+def _list_file(pattern: str) -> Path:
+    """The first apt list file matching ``pattern`` in ``LIST_DIR`` or ``APT_LISTS``."""
+    for folder in (LIST_DIR, APT_LISTS):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    raise FileNotFoundError(
+        f"no apt list {pattern!r} in {LIST_DIR} or {APT_LISTS}: fetch them with "
+        "Acquire::Languages { \"en\"; \"es\"; }; and apt-get update (see the README)"
+    )
+
+
+def _read_list(pattern: str) -> str:
+    """Text of an apt list file, decompressed by apt's own helper (lz4, xz, gz ...)."""
+    path = _list_file(pattern)
+    return subprocess.run(
+        ["/usr/lib/apt/apt-helper", "cat-file", str(path)], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def source_of_binaries() -> dict[str, str]:
+    """Binary package -> source package, from bookworm main's ``Packages`` index."""
+    sources: dict[str, str] = {}
+    for block in _read_list("*_debian_dists_bookworm_main_binary-amd64_Packages*").split("\n\n"):
+        package = re.search(r"^Package: (\S+)", block, re.M)
+        source = re.search(r"^Source: (\S+)", block, re.M)
+        if package:
+            sources[package.group(1)] = source.group(1) if source else package.group(1)
+    return sources
+
+
+def _descriptions(text: str, language: str) -> dict[tuple[str, str], str]:
+    """(package, description md5) -> raw description of a ``Translation-<language>`` file."""
+    found = {}
+    pattern = re.compile(rf"^Description-{language}: (.*(?:\n .*)*)", re.M)
+    for block in text.split("\n\n"):
+        package = re.search(r"^Package: (\S+)", block, re.M)
+        md5 = re.search(r"^Description-md5: (\S+)", block, re.M)
+        body = pattern.search(block)
+        if package and md5 and body:
+            found[(package.group(1), md5.group(1))] = body.group(1)
+    return found
+
+
+def clean(text: str) -> str:
+    """NFC, single spaces, no space before closing punctuation."""
+    text = " ".join(unicodedata.normalize("NFC", text).split())
+    return re.sub(r"\s+([,.;:!?)\]])", r"\1", text)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'«¿¡(]?[A-ZÁÉÍÓÚÑ0-9])")
+_BULLET = re.compile(r"^\s*[*\-+o•]\s+")
+
+
+def sentences(paragraph: str) -> list[str]:
+    """Sentences of a paragraph (after ``.``, ``!``, ``?`` before a capital or digit)."""
+    return [s for s in (clean(s) for s in _SENTENCE_END.split(paragraph)) if s]
+
+
+def _paragraphs(long_description: str) -> list[list[str]]:
+    """A DDTP long description as paragraphs of units; a bullet item is a unit of its own."""
+    paragraphs = []
+    for chunk in re.split(r"\n \.\s*(?:\n|$)", "\n" + long_description):
+        units: list[str] = []
+        for line in chunk.split("\n"):
+            if not line.strip():
+                continue
+            if _BULLET.match(line) or not units:
+                units.append(_BULLET.sub("", line))
+            else:
+                units[-1] += " " + line.strip()
+        paragraphs.append(units)
+    return paragraphs
+
+
+def _aligned(en_units: list[str], es_units: list[str]) -> Iterator[tuple[str, str]]:
+    """Sentence pairs of two aligned lists of units, where each unit splits 1:1."""
+    if len(en_units) != len(es_units):
+        return
+    for en_unit, es_unit in zip(en_units, es_units, strict=True):
+        en_s, es_s = sentences(en_unit), sentences(es_unit)
+        if len(en_s) == len(es_s):
+            yield from zip(en_s, es_s, strict=True)
+
+
+def _plausible(en: str, es: str) -> bool:
+    n_en, n_es = len(en.split()), len(es.split())
+    return en != es and n_en > 0 and max(n_en, n_es) <= MAX_LENGTH_RATIO * min(n_en, n_es) + 2
+
+
+def _kind(en: str) -> Kind | None:
+    words = len(en.split())
+    if words <= SHORT_MAX_WORDS:
+        return "short"
+    return "long" if LONG_MIN_WORDS <= words <= LONG_MAX_WORDS else None
+
+
+def ddtp_pairs(sources: dict[str, str]) -> list[GeneralPair]:
+    """Synopsis and long-description sentence pairs of every package translated to Spanish."""
+    english = _descriptions(_read_list("*_debian_dists_bookworm_main_i18n_Translation-en*"), "en")
+    spanish = _descriptions(_read_list("*_debian_dists_bookworm_main_i18n_Translation-es*"), "es")
+    pairs = []
+    for (package, md5), es_raw in sorted(spanish.items()):
+        en_raw = english.get((package, md5))
+        if en_raw is None:
+            continue
+        source = sources.get(package, package)
+        en_synopsis, _, en_long = en_raw.partition("\n")
+        es_synopsis, _, es_long = es_raw.partition("\n")
+        candidates = [("synopsis", clean(en_synopsis), clean(es_synopsis))]
+        for en_p, es_p in zip(_paragraphs(en_long), _paragraphs(es_long), strict=False):
+            candidates += [("long", en, es) for en, es in _aligned(en_p, es_p)]
+        for index, (field, en, es) in enumerate(candidates):
+            kind = _kind(en)
+            if kind is not None and _plausible(en, es):
+                pairs.append(GeneralPair(f"ddtp:{source}:{package}:{field}{index}", source, kind, en, es))
+    return pairs
+
+
+def _html_paragraphs(html: str) -> list[str]:
+    return [clean(re.sub(r"<[^>]+>", " ", p)) for p in re.findall(r"<(?:p|li)>(.*?)</(?:p|li)>", html, re.S)]
+
+
+def appstream_pairs(sources: dict[str, str]) -> list[GeneralPair]:
+    """Name, summary and description sentence pairs of the AppStream components."""
+    path = _list_file("*_debian_dists_bookworm_main_dep11_Components-amd64.yml*")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    pairs = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for doc in yaml.load_all(fh, Loader=loader):
+            package = doc.get("Package") if isinstance(doc, dict) else None
+            if not package:
+                continue
+            source = sources.get(package, package)
+            component = doc.get("ID", package)
+            candidates = []
+            for field in ("Name", "Summary"):
+                values = doc.get(field) or {}
+                if "C" in values and "es" in values:
+                    candidates.append((field.lower(), clean(values["C"]), clean(values["es"])))
+            description = doc.get("Description") or {}
+            if "C" in description and "es" in description:
+                en_p, es_p = _html_paragraphs(description["C"]), _html_paragraphs(description["es"])
+                candidates += [("description", en, es) for en, es in _aligned(en_p, es_p)]
+            for index, (field, en, es) in enumerate(candidates):
+                kind = _kind(en)
+                if kind is not None and _plausible(en, es):
+                    pairs.append(GeneralPair(f"appstream:{source}:{component}:{field}{index}", source, kind, en, es))
+    return pairs
+
+
+def all_pairs() -> list[GeneralPair]:
+    """Every DDTP and AppStream pair, in a stable order."""
+    sources = source_of_binaries()
+    return ddtp_pairs(sources) + appstream_pairs(sources)
+
+
+def fingerprint(text: str) -> str:
+    """Letters of ``text`` only, lowercased (exact-duplicate key, robust to case and punctuation)."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalpha())
+
+
+def word_trigrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", unicodedata.normalize("NFKC", text).lower())
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+class DuplicateFilter:
+    """Tells whether a text duplicates one of a reference set, exactly or nearly.
+
+    Exact: same ``fingerprint``. Near: the text shares at least ``overlap`` of the word
+    trigrams of a reference text that has 3 or more (half a sentence copied, a version
+    number changed, a clause added ...).
+    """
+
+    def __init__(self, texts: Iterable[str], overlap: float = 0.5) -> None:
+        self.overlap = overlap
+        self.exact: set[str] = set()
+        self.sizes: list[int] = []
+        self.index: dict[tuple[str, ...], list[int]] = {}
+        for text in texts:
+            self.add(text)
+
+    def add(self, text: str) -> None:
+        """Add one reference text."""
+        self.exact.add(fingerprint(text))
+        grams = word_trigrams(text)
+        if len(grams) >= 3:
+            for gram in grams:
+                self.index.setdefault(gram, []).append(len(self.sizes))
+            self.sizes.append(len(grams))
+
+    def __contains__(self, text: str) -> bool:
+        if fingerprint(text) in self.exact:
+            return True
+        shared: dict[int, int] = {}
+        for gram in word_trigrams(text):
+            for ref in self.index.get(gram, ()):
+                shared[ref] = shared.get(ref, 0) + 1
+        return any(n >= self.overlap * self.sizes[ref] for ref, n in shared.items())
+
+
+def general_split(pairs: list[GeneralPair], short_size: int, long_size: int) -> list[GeneralPair]:
+    """The general held-out set: ``short_size`` short and ``long_size`` long pairs of held-out packages.
+
+    Pairs are taken in SHA-256 order of their key, skipping any that duplicates (exactly
+    or nearly, on either side) a pair already taken, so the set has no internal repeats.
+    """
+    chosen: list[GeneralPair] = []
+    seen = DuplicateFilter([])
+    for kind, size in (("short", short_size), ("long", long_size)):
+        candidates = [p for p in pairs if p.kind == kind and is_heldout_package(p.package)]
+        candidates.sort(key=lambda p: hashlib.sha256(p.key.encode()).hexdigest())
+        count = 0
+        for pair in candidates:
+            if count == size:
+                break
+            if pair.en in seen or pair.es in seen:
+                continue
+            chosen.append(pair)
+            seen.add(pair.en)
+            seen.add(pair.es)
+            count += 1
+    return chosen
+
+
+def write_general(path: Path, pairs: Iterable[GeneralPair]) -> None:
+    """UTF-8 TSV with a header (key, package, kind, en, es)."""
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar="\\")
+        writer.writerow(["key", "package", "kind", "en", "es"])
+        writer.writerows([p.key, p.package, p.kind, p.en, p.es] for p in pairs)
+
+
+def read_general(text: str) -> list[GeneralPair]:
+    rows = list(csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"))
+    return [GeneralPair(key, package, kind, en, es) for key, package, kind, en, es in rows[1:]]  # type: ignore[arg-type]
+
+
+def shipped_general() -> list[GeneralPair]:
+    """The general held-out set shipped with the package (fixed before training)."""
+    path = resources.files("streamproc_translator") / "weights" / GENERAL_HELDOUT_FILE
+    return read_general(path.read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the general held-out set (run once, before training) and print its counts."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Build and freeze the general-domain held-out set.")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights" / GENERAL_HELDOUT_FILE)
+    parser.add_argument("--short", type=int, default=600, help="short (title-register) pairs")
+    parser.add_argument("--long", type=int, default=250, help="long sentence pairs")
+    args = parser.parse_args(argv)
+    heldout = general_split(all_pairs(), args.short, args.long)
+    write_general(args.out, heldout)
+    kinds = {kind: sum(p.kind == kind for p in heldout) for kind in ("short", "long")}
+    packages = len({p.package for p in heldout})
+    print(f"wrote {args.out}: {kinds} pairs from {packages} held-out source packages", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,35 +1,65 @@
 """The ``recommender`` plugin: next items for a user, from their playback history.
 
-Keyed state per ``"<media>:<user_id>"`` (``history``). For each playback event (except
-``progress``, unless ``recompute_on_progress``), the user's positive items as of the
-event feed the sequence model, which ranks the items of the event's catalog; items the
-user has watched are never returned. A user with no usable history gets the worker's
-trending items of that catalog (``trending``).
+Keyed state per ``"<media>:<user_id>"`` (``history``: one window entry per item and the
+set of every item ever watched). For each playback event (except ``progress``, unless
+``recompute_on_progress``), the user's positive items as of the event, mapped to model
+items through the operator's catalogue (``catalogue``), feed the sequence model, which
+ranks the catalogue's items of the event's media; items the user has ever watched are
+never returned. A user with no usable history gets the items trending in this worker's
+live stream (``trending``).
+
+Threads: ``update_state`` runs on the engine's event loop and is pure (it reads only the
+options). ``prepare``, ``infer`` and ``result`` run on the plugin thread; the trending
+counters are read and updated in ``prepare`` only.
 
 Options (``plugins.recommender.options``): ``top_k`` (10, 1..100),
-``recompute_on_progress`` (false), ``trending_half_life_s`` (3600, event time),
-``history_size`` (200 entries kept per user), ``weights_dir`` (default: shipped weights).
+``recompute_on_progress`` (false), ``trending_half_life_s`` (3600), ``history_size`` (200
+items in the model's window), ``watched_size`` (10,000 items excluded per user, at least
+``history_size``), ``catalogue`` (``"movielens"``, ``"none"`` or a file path),
+``weights_dir`` (default: shipped weights).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from prometheus_client import Counter
 
 from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import Event, PlaybackEvent
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
+from streamproc_recommender import watched as watched_set
 from streamproc_recommender.artifacts import load_artifacts
-from streamproc_recommender.history import ACTION_WEIGHTS, append_event, namespaced_item, view_as_of
+from streamproc_recommender.catalogue import Catalogue
+from streamproc_recommender.history import apply_event, namespaced_item, read_history
 from streamproc_recommender.model import PAD, SequenceRecommender
 from streamproc_recommender.trending import Trending
 from streamproc_recommender.vocab import Vocabulary
 
 DEFAULT_HISTORY_SIZE = 200
+DEFAULT_WATCHED_SIZE = 10_000
+OPTION_NAMES = (
+    "top_k",
+    "recompute_on_progress",
+    "trending_half_life_s",
+    "history_size",
+    "watched_size",
+    "catalogue",
+    "weights_dir",
+)
+
+UNKNOWN_ITEMS = Counter(
+    "streamproc_recommender_unknown_items_total",
+    "Playback events whose item id is not in the recommender's catalogue (option catalogue)",
+    ["media"],
+)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,22 +67,26 @@ class Request:
     """A prepared event: the model input, or a cold-start answer already taken.
 
     ``sequence`` holds vocabulary indices of the user's positives (last ``max_len``),
-    ``exclude`` the indices of every watched item. ``trending`` is set, and ``sequence``
-    empty, when the user has no usable history.
+    ``exclude`` the vocabulary indices of every watched item. ``trending`` is set, and
+    ``sequence`` empty, when the user has no usable history. ``unknown`` counts the
+    window's items (as of the event) that the catalogue does not map.
     """
 
     media: str
     sequence: tuple[int, ...]
     exclude: tuple[int, ...]
+    unknown: int
     trending: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """Top items ``(item id, score)`` best first, and where they came from."""
+    """Top items ``(platform item id, score)`` best first, where they came from, and how
+    many history items were unknown."""
 
     items: tuple[tuple[str, float], ...]
     source: str
+    unknown: int
 
 
 @dataclass(frozen=True)
@@ -63,12 +97,14 @@ class Options:
     recompute_on_progress: bool = False
     trending_half_life_s: float = 3600.0
     history_size: int = DEFAULT_HISTORY_SIZE
+    watched_size: int = DEFAULT_WATCHED_SIZE
+    catalogue: str = "movielens"
     weights_dir: Path | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Options:
         """Raises ``ConfigError`` naming the option on an unknown key or a bad value."""
-        unknown = set(raw) - {"top_k", "recompute_on_progress", "trending_half_life_s", "history_size", "weights_dir"}
+        unknown = set(raw) - set(OPTION_NAMES)
         if unknown:
             raise ConfigError(f"plugins.recommender.options: unknown option(s) {sorted(unknown)}")
         options = cls(
@@ -76,6 +112,8 @@ class Options:
             recompute_on_progress=raw.get("recompute_on_progress", cls.recompute_on_progress),
             trending_half_life_s=raw.get("trending_half_life_s", cls.trending_half_life_s),
             history_size=raw.get("history_size", cls.history_size),
+            watched_size=raw.get("watched_size", cls.watched_size),
+            catalogue=raw.get("catalogue", cls.catalogue),
             weights_dir=Path(raw["weights_dir"]) if raw.get("weights_dir") else None,
         )
         if not (isinstance(options.top_k, int) and 1 <= options.top_k <= 100):
@@ -89,6 +127,13 @@ class Options:
             raise ConfigError(
                 f"plugins.recommender.options.history_size: an integer 1..10000, got {options.history_size!r}"
             )
+        watched_size = options.watched_size
+        if not (isinstance(watched_size, int) and options.history_size <= watched_size <= 1_000_000):
+            raise ConfigError(
+                f"plugins.recommender.options.watched_size: an integer history_size..1000000, got {watched_size!r}"
+            )
+        if not (isinstance(options.catalogue, str) and options.catalogue):
+            raise ConfigError('plugins.recommender.options.catalogue: "movielens", "none" or a file path')
         return options
 
 
@@ -104,13 +149,17 @@ class Recommender(Plugin):
         self.options = Options()
         self.model: SequenceRecommender | None = None
         self.vocab: Vocabulary | None = None
+        self.catalogue = Catalogue("none", {}, {})
         self.trending: dict[str, Trending] = {}
+        self.item_hashes: dict[str, np.ndarray] = {}
+        self.allowed: dict[str, torch.Tensor] = {}
         self.context = LoadContext(device=torch.device("cpu"))
 
     def load(self, context: LoadContext) -> None:
-        """Read the weights (``weights_dir`` option or the shipped ones) onto the device.
+        """Read the weights (``weights_dir`` option or the shipped ones) onto the device and
+        the catalogue (``catalogue`` option); seed trending with training popularity.
 
-        Raises ``ConfigError`` on a bad option or an unreadable weights folder.
+        Raises ``ConfigError`` on a bad option, an unreadable weights folder or catalogue.
         """
         self.options = Options.parse(context.options)
         try:
@@ -118,26 +167,42 @@ class Recommender(Plugin):
         except (OSError, ValueError, KeyError) as exc:
             where = self.options.weights_dir or "the shipped weights"
             raise ConfigError(f"plugins.recommender.options.weights_dir: cannot load {where}: {exc}") from exc
-        self.model, self.vocab, self.model_version = artifacts.model, artifacts.vocab, artifacts.version
+        vocab = artifacts.vocab
+        self.model, self.vocab, self.model_version = artifacts.model, vocab, artifacts.version
+        self.catalogue = catalogue = Catalogue.load(self.options.catalogue, vocab)
+        if catalogue.name == "movielens":
+            log.warning(
+                "recommender: catalogue 'movielens': item ids are read as MovieLens-100k movie ids and the "
+                "synthetic music ids (demo); set plugins.recommender.options.catalogue for a real platform"
+            )
         self.context = context
         half_life_ms = self.options.trending_half_life_s * 1000.0
-        self.trending = {
-            media: Trending(self.vocab.popularity[start:stop], half_life_ms)
-            for media, (start, stop) in self.vocab.ranges.items()
-        }
+        for media, (start, stop) in vocab.ranges.items():
+            platform = [catalogue.to_platform.get(index, "") for index in range(start, stop)]
+            # Unmapped model items get hash 0 here; they are never allowed, so never excluded wrongly.
+            self.item_hashes[media] = watched_set.item_hashes(platform)
+            allowed = torch.full((len(vocab),), float("-inf"))
+            mapped = [index for index in range(start, stop) if index in catalogue.to_platform]
+            allowed[mapped] = 0.0
+            self.allowed[media] = allowed
+            seed = {catalogue.to_platform[i]: float(vocab.popularity[i]) for i in mapped}
+            self.trending[media] = Trending(seed, half_life_ms)
 
     def state_key(self, event: Event) -> str | None:
         """``"<media>:<user_id>"`` for playback events; other events carry no state."""
         return f"{event.media}:{event.user_id}" if isinstance(event, PlaybackEvent) else None
 
     def update_state(self, state: Mapping[str, Any] | None, event: Event) -> Mapping[str, Any]:
-        """Append the event to the user's bounded history; a known event id changes nothing."""
+        """The user's history after the event (``history.apply_event``): pure, deterministic,
+        JSON; a known event id changes nothing; a state of the previous format is migrated."""
         if not isinstance(event, PlaybackEvent):
-            return state or {"entries": []}
-        return append_event(state, event, self.options.history_size)
+            return state or read_history(None).to_state()
+        return apply_event(state, event, self.options.history_size, self.options.watched_size)
 
     def prepare(self, event: Event, state: Mapping[str, Any] | None) -> Request | None:
-        """Count the event in trending, then build the request from the history as of it.
+        """Count the event in trending (and, when its item is unknown, in
+        ``streamproc_recommender_unknown_items_total``), then build the request from the
+        history as of the event.
 
         Returns ``None`` for ``progress`` events unless ``recompute_on_progress``. Raises
         ``InvalidInput`` for a non-playback event, an item id of the other catalog, a
@@ -149,52 +214,63 @@ class Recommender(Plugin):
         if event.media not in vocab.ranges:
             raise InvalidInput(f"media: these weights have no {event.media!r} catalog")
         item = namespaced_item(event)
-        start, _ = vocab.ranges[event.media]
-        if item in vocab.index:
-            weight = ACTION_WEIGHTS[event.action]
-            self.trending[event.media].observe(event.id, vocab.index[item] - start, weight, event.ts)
+        if item not in self.catalogue.to_model:
+            UNKNOWN_ITEMS.labels(event.media).inc()
+        self.trending[event.media].observe(event.id, item, event.action, event.ts)
         if event.action == "progress" and not self.options.recompute_on_progress:
             return None
-        view = view_as_of(state, event.ts)
-        sequence = tuple(vocab.encode(view.positives))
-        exclude = tuple(vocab.encode(sorted(view.watched)))
+        history = read_history(state)
+        watched = watched_set.decode(history.watched)
+        view = history.view_as_of(event.ts)
+        to_model = self.catalogue.to_model
+        unknown = sum(1 for i in view.items if i not in to_model)
+        sequence = tuple(to_model[i] for i in view.positives if i in to_model)
+        start, _ = vocab.ranges[event.media]
+        # Every watched item: the watched set, and the window (which may hold items watched
+        # so long ago that the watched set has forgotten them).
+        excluded = set((np.flatnonzero(np.isin(self.item_hashes[event.media], watched)) + start).tolist())
+        excluded.update(to_model[entry[0]] for entry in history.entries if entry[0] in to_model)
+        exclude = tuple(sorted(excluded))
         if sequence:
-            return Request(event.media, sequence[-model.config.max_len :], exclude)
-        top = self.trending[event.media].top(self.options.top_k, [i - start for i in exclude])
-        items = tuple((vocab.items[start + i], score) for i, score in top)
-        return Request(event.media, (), exclude, trending=items)
+            return Request(event.media, sequence[-model.config.max_len :], exclude, unknown)
+        window = watched_set.item_hashes([entry[0] for entry in history.entries])
+        top = self.trending[event.media].top(self.options.top_k, np.concatenate([watched, window]))
+        return Request(event.media, (), exclude, unknown, trending=tuple(top))
 
     def infer(self, batch: Sequence[Request]) -> list[Recommendation]:
         """One forward pass over the requests that need the model; cold-start requests
         pass their trending items through."""
         ranked = iter(self.rank([r for r in batch if r.trending is None]))
-        return [Recommendation(r.trending, "trending") if r.trending is not None else next(ranked) for r in batch]
+        return [
+            Recommendation(r.trending, "trending", r.unknown) if r.trending is not None else next(ranked) for r in batch
+        ]
 
     def rank(self, requests: Sequence[Request]) -> list[Recommendation]:
-        """Top-k of each request's catalog by the model, watched items masked out.
+        """Top-k of each request's catalogue items by the model, watched items masked out,
+        as platform ids.
 
-        Scores are the model's probabilities over the catalog's unwatched items.
+        Scores are the model's probabilities over the catalogue's unwatched items.
         """
         model, vocab = self.loaded()
         if not requests:
             return []
         max_len = model.config.max_len
         seq = torch.full((len(requests), max_len), PAD, dtype=torch.long)
-        allowed = torch.full((len(requests), len(vocab)), float("-inf"))
+        allowed = torch.stack([self.allowed[request.media] for request in requests])
         for row, request in enumerate(requests):
             seq[row, max_len - len(request.sequence) :] = torch.tensor(request.sequence)
-            start, stop = vocab.ranges[request.media]
-            allowed[row, start:stop] = 0.0
             allowed[row, list(request.exclude)] = float("-inf")
         logits = model(self.context.to_device(seq)).float() + self.context.to_device(allowed)
         k = min(self.options.top_k, len(vocab))
         probs, top = (t.cpu().tolist() for t in torch.softmax(logits, dim=-1).topk(k, dim=-1))
+        to_platform = self.catalogue.to_platform
         return [
             Recommendation(
-                tuple((vocab.items[t], p) for p, t in zip(row_p, row_t, strict=True) if p > 0.0),
+                tuple((to_platform[t], p) for p, t in zip(row_p, row_t, strict=True) if p > 0.0),
                 "model",
+                request.unknown,
             )
-            for row_p, row_t in zip(probs, top, strict=True)
+            for row_p, row_t, request in zip(probs, top, requests, strict=True)
         ]
 
     def loaded(self) -> tuple[SequenceRecommender, Vocabulary]:
@@ -204,11 +280,14 @@ class Recommender(Plugin):
         return self.model, self.vocab
 
     def result(self, event: Event, output: Recommendation) -> Mapping[str, Any]:
-        """``{"media", "model_version", "source", "items": [{"item_id", "score"}]}``."""
+        """``{"media", "model_version", "source", "unknown_items", "items": [{"item_id",
+        "score"}]}``; ``unknown_items`` counts the history window's items (as of the event)
+        that the catalogue does not map."""
         media = event.media if isinstance(event, PlaybackEvent) else None
         return {
             "media": media,
             "model_version": self.model_version,
             "source": output.source,
+            "unknown_items": output.unknown,
             "items": [{"item_id": item, "score": round(score, 6)} for item, score in output.items],
         }

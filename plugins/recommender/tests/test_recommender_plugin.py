@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -16,6 +17,10 @@ from streamproc.plugin import ENTRY_POINT_GROUP, Plugin
 from streamproc.registry import load_plugin
 
 _ids = itertools.count()
+# Event times near the real now: trending decays on the plugin's own clock, and clamps
+# event times to it.
+T0 = int(time.time() * 1000) - 3_600_000
+LATER = T0 + 1_800_000
 
 
 def discover() -> type[Plugin]:
@@ -43,7 +48,7 @@ def play(
     user: str,
     item: str,
     action: str = "complete",
-    ts: int = 1_700_000_000_000,
+    ts: int = T0,
     media: str = "video",
     event_id: str | None = None,
 ) -> PlaybackEvent:
@@ -63,9 +68,7 @@ def play(
     )
 
 
-def watch(
-    user: str, items: Iterable[str], media: str = "video", start_ts: int = 1_700_000_000_000
-) -> list[PlaybackEvent]:
+def watch(user: str, items: Iterable[str], media: str = "video", start_ts: int = T0) -> list[PlaybackEvent]:
     """One ``complete`` event per item, a minute apart."""
     return [play(user, item, "complete", start_ts + 60_000 * i, media) for i, item in enumerate(items)]
 
@@ -113,7 +116,7 @@ def test_load_versions_the_model_by_its_weights_hash(plugin: Plugin) -> None:
 
 def test_result_lists_top_k_items_with_scores_version_and_media(plugin: Plugin) -> None:
     state, _ = feed(plugin, watch("u1", STAR_WARS_FAN[:-1]))
-    result = recommend(plugin, watch("u1", STAR_WARS_FAN[-1:], start_ts=1_800_000_000_000)[0], state)
+    result = recommend(plugin, watch("u1", STAR_WARS_FAN[-1:], start_ts=LATER)[0], state)
     assert json.loads(json.dumps(result)) == result
     assert result["media"] == "video"
     assert result["source"] == "model"
@@ -138,7 +141,7 @@ def test_a_users_history_changes_the_recommendations(plugin: Plugin) -> None:
     assert len(set(fan) & set(kid)) <= 3
     # One more item in the same history moves the ranking too.
     longer, _ = feed(plugin, watch("fan", STAR_WARS_FAN))
-    assert item_ids(recommend(plugin, play("fan", "video:127", ts=1_800_000_000_000), longer)) != fan
+    assert item_ids(recommend(plugin, play("fan", "video:127", ts=LATER), longer)) != fan
 
 
 def test_watched_items_are_never_recommended(plugin: Plugin) -> None:
@@ -150,7 +153,7 @@ def test_watched_items_are_never_recommended(plugin: Plugin) -> None:
         state = plugin.update_state(state, event)
         watched.add(event.item_id)
         assert not watched & set(item_ids(result))
-        event = play("binge", item_ids(result)[0], ts=1_700_000_000_000 + 60_000 * (step + 1))
+        event = play("binge", item_ids(result)[0], ts=T0 + 60_000 * (step + 1))
 
 
 def test_music_events_get_music_items_only_and_video_events_video_items(plugin: Plugin) -> None:
@@ -165,7 +168,7 @@ def test_music_events_get_music_items_only_and_video_events_video_items(plugin: 
 
 def test_synthetic_album_order_is_learned(plugin: Plugin) -> None:
     state, _ = feed(plugin, watch("u1", JAZZ_FAN[:3], media="music"))
-    result = recommend(plugin, play("u1", JAZZ_FAN[2], media="music", ts=1_800_000_000_000), state)
+    result = recommend(plugin, play("u1", JAZZ_FAN[2], media="music", ts=LATER), state)
     assert "music:jazz-01-a04" in item_ids(result)[:3]
 
 
@@ -177,7 +180,7 @@ def test_state_key_is_media_and_user(plugin: Plugin) -> None:
 def test_bare_item_ids_take_the_events_media_namespace(plugin: Plugin) -> None:
     namespaced, _ = feed(plugin, watch("u1", STAR_WARS_FAN))
     bare, _ = feed(plugin, watch("u1", [i.removeprefix("video:") for i in STAR_WARS_FAN]))
-    event = play("u1", "video:1", ts=1_800_000_000_000)
+    event = play("u1", "video:1", ts=LATER)
     assert item_ids(recommend(plugin, event, namespaced)) == item_ids(recommend(plugin, event, bare))
 
 
@@ -195,8 +198,8 @@ def test_cold_start_user_gets_trending_items_that_follow_the_stream(plugin: Plug
     before = item_ids(recommend(plugin, play("cold-1", "video:unknown"), None))
     assert niche not in before
     for n in range(40):
-        feed(plugin, [play(f"viewer-{n}", niche, "complete", ts=1_700_000_000_000 + n * 1000)])
-    after = recommend(plugin, play("cold-2", "video:unknown", ts=1_700_000_100_000), None)
+        feed(plugin, [play(f"viewer-{n}", niche, "complete", ts=T0 + n * 1000)])
+    after = recommend(plugin, play("cold-2", "video:unknown", ts=T0 + 100_000), None)
     assert after["source"] == "trending"
     assert item_ids(after)[0] == niche
     # Trending is per catalog: music cold starts are untouched by video plays.
@@ -206,7 +209,7 @@ def test_cold_start_user_gets_trending_items_that_follow_the_stream(plugin: Plug
 
 def test_trending_decays_with_event_time(make_plugin: Callable[..., Plugin]) -> None:
     plugin = make_plugin(trending_half_life_s=60)
-    t0 = 1_700_000_000_000
+    t0 = int(time.time() * 1000) - 600_000  # ten half-lives ago
     for n in range(20):
         feed(plugin, [play(f"a{n}", "video:1500", ts=t0 + n)])
     for n in range(5):
@@ -217,7 +220,7 @@ def test_trending_decays_with_event_time(make_plugin: Callable[..., Plugin]) -> 
 
 def test_cold_start_excludes_watched_and_skipped_items(plugin: Plugin) -> None:
     popular = item_ids(recommend(plugin, play("probe", "video:unknown"), None))
-    skipped = [play("picky", popular[0], "start"), play("picky", popular[0], "skip", ts=1_700_000_001_000)]
+    skipped = [play("picky", popular[0], "start"), play("picky", popular[0], "skip", ts=T0 + 1_000)]
     _, prepared = feed(plugin, skipped)
     (output,) = plugin.infer([prepared])
     result = plugin.result(skipped[-1], output)
@@ -228,8 +231,8 @@ def test_cold_start_excludes_watched_and_skipped_items(plugin: Plugin) -> None:
 def test_skipped_items_are_not_fed_to_the_model(plugin: Plugin) -> None:
     state, base = feed(plugin, watch("u1", STAR_WARS_FAN))
     skip_events = [
-        play("u1", "video:1", "start", ts=1_800_000_000_000),
-        play("u1", "video:1", "skip", ts=1_800_000_001_000),
+        play("u1", "video:1", "start", ts=LATER),
+        play("u1", "video:1", "skip", ts=LATER + 1_000),
     ]
     state, skipped = feed(plugin, skip_events, state)
     assert skipped.sequence == base.sequence
@@ -246,7 +249,7 @@ def test_unknown_items_are_ignored_in_the_input(plugin: Plugin) -> None:
 
 
 def test_history_is_read_as_of_the_event_time(plugin: Plugin) -> None:
-    t0 = 1_700_000_000_000
+    t0 = T0
     state, _ = feed(plugin, watch("u1", STAR_WARS_FAN, start_ts=t0))
     early = play("u1", "video:50", "like", ts=t0 + 90_000)  # after the 2nd item, before the 3rd
     prepared = plugin.prepare(early, plugin.update_state(state, early))
@@ -311,7 +314,7 @@ def test_non_playback_events_raise_invalid_input(plugin: Plugin) -> None:
 def test_an_item_of_the_other_catalog_raises_invalid_input(plugin: Plugin) -> None:
     event = play("u1", "video:50", media="music")
     state = plugin.update_state(None, event)
-    assert state == {"entries": []}
+    assert state["entries"] == [] and state["recent_ids"] == []
     with pytest.raises(InvalidInput, match="item_id"):
         plugin.prepare(event, state)
 

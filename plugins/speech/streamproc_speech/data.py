@@ -19,10 +19,9 @@ import numpy as np
 from streamproc.media import resample
 from streamproc_speech.features import SAMPLE_RATE
 from streamproc_speech.grammar import phrases
-from streamproc_speech.synth import DEFAULT_CACHE, FLITE_TEST, TEST_VARIANTS, ClipSpec
+from streamproc_speech.synth import DEFAULT_CACHE, FESTIVAL_VOICES, ClipSpec
 
 HELDOUT_SEED = 1_000
-HELDOUT_ACCENTS = ("en-us", "en")
 
 
 @dataclass(frozen=True)
@@ -52,16 +51,22 @@ def load_split(name: str, cache: Path = DEFAULT_CACHE) -> list[Clip]:
     ]
 
 
+def coloured_noise(length: int, rng: np.random.Generator, colour: str) -> np.ndarray:
+    """``length`` samples of white, pink (power ~ 1/f) or brown (~ 1/f^2) noise, float64."""
+    white = rng.standard_normal(length)
+    if colour == "white":
+        return white
+    spectrum = np.fft.rfft(white)
+    freqs = np.maximum(np.fft.rfftfreq(length, 1 / SAMPLE_RATE), 20.0)
+    spectrum /= np.sqrt(freqs) if colour == "pink" else freqs
+    return np.fft.irfft(spectrum, n=length)
+
+
 def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator, colour: str) -> np.ndarray:
     """``samples`` plus white, pink or brown noise at ``snr_db`` below the signal power."""
-    white = rng.standard_normal(len(samples))
-    if colour != "white":
-        spectrum = np.fft.rfft(white)
-        freqs = np.maximum(np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE), 20.0)
-        spectrum /= np.sqrt(freqs) if colour == "pink" else freqs
-        white = np.fft.irfft(spectrum, n=len(samples))
+    noise = coloured_noise(len(samples), rng, colour)
     signal_power = float(np.mean(np.square(samples))) + 1e-12
-    noise = white * np.sqrt(signal_power / (np.mean(np.square(white)) + 1e-12) / 10 ** (snr_db / 10))
+    noise *= np.sqrt(signal_power / (np.mean(np.square(noise)) + 1e-12) / 10 ** (snr_db / 10))
     return (samples + noise).astype(np.float32)
 
 
@@ -90,6 +95,8 @@ class Augmenter:
         margins = (rng.uniform(0.03, 0.35, size=2) * SAMPLE_RATE).astype(int)
         x = np.concatenate([np.zeros(margins[0], np.float32), x, np.zeros(margins[1], np.float32)])
         x = x * (10 ** (rng.uniform(-25, 0) / 20) / (np.max(np.abs(x)) + 1e-9))
+        if rng.random() < 0.2:
+            x = telephone_band(x)
         if rng.random() < 0.3:
             x = add_reverb(x, rng.uniform(0.15, 0.7), rng)
         if rng.random() < 0.6:
@@ -99,17 +106,23 @@ class Augmenter:
         return x.astype(np.float32)
 
 
-def heldout_specs(flite_per_voice: int = 30, espeak_per_variant: int = 5) -> list[ClipSpec]:
-    """The held-out test clips: unseen voices at their default prosody (deterministic)."""
+def telephone_band(samples: np.ndarray) -> np.ndarray:
+    """``samples`` through an 8 kHz telephone channel: 300-3400 Hz band, back at 16 kHz."""
+    narrow = resample(samples, SAMPLE_RATE, 8_000)
+    spectrum = np.fft.rfft(narrow)
+    freqs = np.fft.rfftfreq(len(narrow), 1 / 8_000)
+    spectrum[(freqs < 300) | (freqs > 3_400)] = 0
+    return resample(np.fft.irfft(spectrum, n=len(narrow)).astype(np.float32), 8_000, SAMPLE_RATE)[: len(samples)]
+
+
+def heldout_specs(per_voice: int, seed: int = HELDOUT_SEED) -> list[ClipSpec]:
+    """``per_voice`` in-grammar clips for each festival voice, duration stretch 0.85-1.2
+    (deterministic for ``seed``)."""
+    rng = random.Random(seed)
     specs: list[ClipSpec] = []
-    for i, voice in enumerate(FLITE_TEST):
-        for text in phrases(flite_per_voice, HELDOUT_SEED + i):
-            specs.append(ClipSpec(text, "flite", voice, speed=1.0))
-    rng = random.Random(HELDOUT_SEED)
-    for i, variant in enumerate(TEST_VARIANTS):
-        for text in phrases(espeak_per_variant, HELDOUT_SEED + 100 + i):
-            accent = rng.choice(HELDOUT_ACCENTS)
-            specs.append(ClipSpec(text, "espeak-ng", f"{accent}+{variant}", speed=rng.randint(150, 190)))
+    for i, voice in enumerate(FESTIVAL_VOICES):
+        for text in phrases(per_voice, seed + i):
+            specs.append(ClipSpec(text, "festival", voice, speed=round(rng.uniform(0.85, 1.2), 3)))
     return specs
 
 

@@ -1,13 +1,14 @@
 """Held-out evaluation: word error rate of the shipped model next to pocketsphinx.
 
-``evaluate`` synthesises the held-out clips (voices never used in training or model
-selection, see ``streamproc_speech.synth``), degrades them per condition (clean,
-10 dB noise, reverb) and transcribes them with the model (grammar-constrained,
+``evaluate`` synthesises held-out command clips (the festival engine, never used in
+training or model selection, see ``streamproc_speech.synth``), degrades them per
+condition (clean, 10 dB noise, reverb) and transcribes them with the model (grammar-constrained,
 lexicon-constrained and greedy decoding) and with PyPI ``pocketsphinx`` (its default
 English language model, and a JSGF grammar of the same command language). ``real_recordings`` does the same on the human
 recordings of Debian's ``pocketsphinx-testdata`` whose words overlap the vocabulary.
 ``segmentation_accuracy`` measures the voice activity detector on concatenated clips
 with known boundaries. ``python -m streamproc_speech.evaluate`` prints all as JSON.
+Confidence and rejection are measured by ``streamproc_speech.heldout``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from streamproc_speech.data import degrade, heldout_specs
 from streamproc_speech.features import SAMPLE_RATE, speech_segments
 from streamproc_speech.grammar import jsgf, vocabulary
 from streamproc_speech.recognizer import DECODERS, Transcriber
-from streamproc_speech.synth import FLITE_TEST, synthesize
+from streamproc_speech.synth import FESTIVAL_VOICES, synthesize
 
 TESTDATA = Path("/usr/share/pocketsphinx/test/data")
 # Recordings of pocketsphinx-testdata with a known transcript that shares words with
@@ -40,6 +41,13 @@ REAL_RECORDINGS = {
     "cards/005.wav": "eight of spades four of clubs seven of hearts",
     "goforward.raw": "go forward ten meters",
     "tidigits/dhd.2934z.raw": "two nine three four zero",
+}
+# Read speech of the same package (LibriVox, Sense and Sensibility): no word is a command.
+LIBRIVOX = {
+    "librivox/sense_and_sensibility_01_austen_64kb-0880.wav": "he was not an ill disposed young man",
+    "librivox/sense_and_sensibility_01_austen_64kb-0890.wav": "unless to be rather cold hearted and rather selfish "
+    "is to be ill disposed",
+    "librivox/sense_and_sensibility_01_austen_64kb-0930.wav": "he might even have been made amiable himself",
 }
 # pocketsphinx's dictionary lacks this word of the grammar; give it a pronunciation.
 EXTRA_PRONUNCIATIONS = {"unmute": "AH N M Y UW T"}
@@ -123,21 +131,18 @@ def systems(weights_dir: str | Path | None, baselines: bool) -> dict[str, Callab
 
 def evaluate(
     weights_dir: str | Path | None = None,
-    flite_per_voice: int = 30,
-    espeak_per_variant: int = 5,
+    per_voice: int = 30,
     conditions: Sequence[str] = ("clean", "noisy", "reverb"),
     baselines: bool = True,
 ) -> dict[str, object]:
-    """WER of each system per condition and voice group on the held-out clips."""
+    """WER of each system per condition and festival voice on held-out command clips."""
     torch.set_num_threads(1)
-    specs = heldout_specs(flite_per_voice, espeak_per_variant)
+    specs = heldout_specs(per_voice)
     clean = [synthesize(s) for s in specs]
     refs = [s.text for s in specs]
     groups = {"all": list(range(len(specs)))}
-    for engine in ("flite", "espeak-ng"):
-        groups[engine] = [i for i, s in enumerate(specs) if s.engine == engine]
-    for voice in FLITE_TEST:
-        groups[f"flite:{voice}"] = [i for i, s in enumerate(specs) if s.voice == voice]
+    for voice in FESTIVAL_VOICES:
+        groups[f"festival:{voice}"] = [i for i, s in enumerate(specs) if s.voice == voice]
     found = systems(weights_dir, baselines)
     results: dict[str, object] = {"clips": len(specs), "voices": sorted({s.voice for s in specs})}
     for condition in conditions:
@@ -155,7 +160,8 @@ def evaluate(
     return results
 
 
-def _read_testdata(name: str) -> np.ndarray:
+def read_testdata(name: str) -> np.ndarray:
+    """A recording of pocketsphinx-testdata as 16 kHz mono float32 samples."""
     from streamproc.media import decode_wav
 
     data = (TESTDATA / name).read_bytes()
@@ -171,7 +177,7 @@ def real_recordings(weights_dir: str | Path | None = None, baselines: bool = Tru
     names = [n for n in REAL_RECORDINGS if (TESTDATA / n).exists()]
     if not names:
         return {"recordings": 0, "note": "pocketsphinx-testdata is not installed"}
-    audio = [_read_testdata(n) for n in names]
+    audio = [read_testdata(n) for n in names]
     refs = [REAL_RECORDINGS[n] for n in names]
     words = set(vocabulary())
     in_vocab = [" ".join(w for w in r.split() if w in words) for r in refs]
@@ -197,7 +203,7 @@ def segmentation_accuracy(files: int = 20, seed: int = 7) -> dict[str, float]:
     detected segment overlaps it and no other; boundary error is measured on those (it
     includes the 0.3 s of context the detector deliberately keeps on each side)."""
     rng = np.random.default_rng(seed)
-    specs = heldout_specs(10, 3)
+    specs = heldout_specs(10)
     exact, found, total, detected, within = 0, 0, 0, 0, 0
     errors: list[float] = []
     speech_hits = speech_frames = 0
@@ -244,13 +250,12 @@ def segmentation_accuracy(files: int = 20, seed: int = 7) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="default: packaged weights")
-    parser.add_argument("--flite-per-voice", type=int, default=30)
-    parser.add_argument("--espeak-per-variant", type=int, default=5)
+    parser.add_argument("--per-voice", type=int, default=30, help="command clips per festival voice")
     parser.add_argument("--update-card", action="store_true", help="write into model_card.json")
     args = parser.parse_args(argv)
     started = time.monotonic()
     metrics = {
-        "heldout": evaluate(args.weights, args.flite_per_voice, args.espeak_per_variant),
+        "heldout": evaluate(args.weights, args.per_voice),
         "real_recordings": real_recordings(args.weights),
         "segmentation": segmentation_accuracy(),
     }

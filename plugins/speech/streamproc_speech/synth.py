@@ -1,15 +1,16 @@
-"""Training speech made here: espeak-ng and flite voices saying grammar phrases.
+"""Synthetic speech: espeak-ng and flite for training, festival for the held-out test.
 
 ``python -m streamproc_speech.synth`` synthesises the training and validation clips
 into a cache under ``~/.cache/streamproc/speech-data/`` (never inside the repository).
-This module also owns the voice split, so that no held-out voice can leak into
+This module also owns the engine split, so that the held-out engine cannot leak into
 training:
 
-- train: every espeak-ng variant except those below, with each English accent; flite
-  ``kal``, ``kal16`` and ``slt``.
-- validation (model selection only): espeak-ng variants ``VAL_VARIANTS``.
-- test (never heard in training or selection): espeak-ng variants ``TEST_VARIANTS``
-  and flite ``rms`` and ``awb``.
+- train: espeak-ng, every variant except the validation ones, with each English accent;
+  flite, all ``FLITE_VOICES``.
+- validation (model selection and the rejection threshold only): espeak-ng variants
+  ``VAL_VARIANTS``.
+- test (never used in training or selection): the festival engine, ``FESTIVAL_VOICES``
+  (see ``streamproc_speech.heldout``).
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ ESPEAK_ACCENTS = (
     "en-029",
     "en-us-nyc",
 )
-TEST_VARIANTS = ("m4", "f2", "Alicia", "klatt2")
 VAL_VARIANTS = ("m6", "f4", "Lee", "klatt3")
-FLITE_TRAIN = ("kal", "kal16", "slt")
-FLITE_TEST = ("rms", "awb")
-FLITE_SHARE = 0.25  # share of training clips spoken by flite voices
+FLITE_VOICES = ("kal", "kal16", "slt", "rms", "awb")
+FLITE_SHARE = 0.3  # share of training clips spoken by flite voices
+TRAINING_ENGINES = ("espeak-ng", "flite")
+# Debian festival voices (festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts). kal and
+# slt are the same speakers as flite's kal and slt (other engines, other signal
+# processing); ked is a speaker no training engine has.
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,9 @@ class ClipSpec:
     """How to say one phrase: engine, voice and prosody (espeak-ng words/min and pitch)."""
 
     text: str
-    engine: str  # "espeak-ng" or "flite"
-    voice: str  # "en-us+m3" for espeak-ng, "kal" for flite
-    speed: float = 1.0  # espeak-ng: words per minute; flite: duration stretch
+    engine: str  # "espeak-ng", "flite" or "festival"
+    voice: str  # "en-us+m3" for espeak-ng, "kal" for flite, "ked_diphone" for festival
+    speed: float = 1.0  # espeak-ng: words per minute; flite and festival: duration stretch
     pitch: int = 50
     word_gap: int = 0
 
@@ -69,8 +73,8 @@ def espeak_variants() -> tuple[str, ...]:
 
 
 def train_variants() -> tuple[str, ...]:
-    """espeak-ng variants used for training: all but the validation and test ones."""
-    held = {v.lower() for v in TEST_VARIANTS + VAL_VARIANTS}
+    """espeak-ng variants used for training: all but the validation ones."""
+    held = {v.lower() for v in VAL_VARIANTS}
     return tuple(v for v in espeak_variants() if v.lower() not in held)
 
 
@@ -84,11 +88,19 @@ def synthesize(spec: ClipSpec) -> np.ndarray:
         cmd += ["-g", str(spec.word_gap), "--stdout", spec.text]
         proc = subprocess.run(cmd, capture_output=True, check=False)
         wav = proc.stdout
-    else:
+    elif spec.engine == "flite":
         with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
             cmd = ["flite", "-voice", spec.voice, "--setf", f"duration_stretch={spec.speed:.3f}"]
             proc = subprocess.run([*cmd, "-t", spec.text, "-o", tmp.name], capture_output=True)
             wav = Path(tmp.name).read_bytes()
+    elif spec.engine == "festival":
+        with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+            cmd = ["text2wave", "-eval", f"(voice_{spec.voice})"]
+            cmd += ["-eval", f"(Parameter.set 'Duration_Stretch {spec.speed:.3f})", "-o", tmp.name]
+            proc = subprocess.run(cmd, input=spec.text.encode(), capture_output=True)
+            wav = Path(tmp.name).read_bytes()
+    else:
+        raise ValueError(f"unknown engine {spec.engine!r}")
     if proc.returncode != 0 or not wav:
         raise RuntimeError(f"{spec.engine} failed for {spec}: {proc.stderr[-200:]!r}")
     return trim(decode_wav(wav))
@@ -103,12 +115,12 @@ def trim(samples: np.ndarray) -> np.ndarray:
 
 
 def training_specs(count: int, seed: int, variants: tuple[str, ...]) -> list[ClipSpec]:
-    """``count`` clip specs over ``variants`` and the training flite voices (seeded)."""
+    """``count`` clip specs over ``variants`` and the flite voices (seeded); never festival."""
     rng = random.Random(seed)
     specs = []
     for text in phrases(count, seed):
         if rng.random() < FLITE_SHARE:
-            voice = rng.choice(FLITE_TRAIN)
+            voice = rng.choice(FLITE_VOICES)
             specs.append(ClipSpec(text, "flite", voice, speed=round(rng.uniform(0.8, 1.3), 3)))
         else:
             voice = f"{rng.choice(ESPEAK_ACCENTS)}+{rng.choice(variants)}"

@@ -31,7 +31,7 @@ from streamproc_speech.decoding import greedy_decode
 from streamproc_speech.evaluate import word_error_rate
 from streamproc_speech.features import log_mel
 from streamproc_speech.model import CtcRecognizer, ModelConfig, encode_text, pad_features
-from streamproc_speech.synth import DEFAULT_CACHE, TEST_VARIANTS, VAL_VARIANTS
+from streamproc_speech.synth import DEFAULT_CACHE, FESTIVAL_VOICES, FLITE_VOICES, VAL_VARIANTS
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -141,7 +141,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     assert best_state is not None
     args.out.mkdir(parents=True, exist_ok=True)
     save_file(best_state, str(args.out / "model.safetensors"))
-    doc = {"model": config.to_json(), "beam": 12}
+    doc = {"model": config.to_json(), "beam": 12, "min_confidence": args.min_confidence}
     (args.out / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
     return {
         "command": "python -m streamproc_speech.train " + " ".join(sys.argv[1:]),
@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--max-clips", type=int, default=None, help="use the first N clips")
     parser.add_argument("--init", type=Path, default=None, help="start from the weights in this folder")
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.5,
+        help="rejection threshold stored with the weights; choose it with `heldout calibrate --write-threshold`",
+    )
     args = parser.parse_args(argv)
     facts = train(args)
     if args.init is not None:  # keep the record of the stage these weights started from
@@ -202,13 +208,13 @@ def write_model_card(folder: Path, training: dict[str, object]) -> None:
             "third-party recordings ship. Real-speech check: Debian pocketsphinx-testdata (BSD-2)."
         ),
         "split": {
-            "train": "espeak-ng: every installed variant except the validation and test ones, "
-            "with 8 English accents, random speed/pitch/word gap; flite kal, kal16, slt with random "
-            "duration stretch",
-            "validation": f"espeak-ng variants {list(VAL_VARIANTS)} (model selection only)",
-            "test": f"flite rms and awb, espeak-ng variants {list(TEST_VARIANTS)}: never heard in "
-            "training or selection; phrases drawn with separate seeds (the closed command "
-            "language means phrases themselves recur)",
+            "train": "espeak-ng: every installed variant except the validation ones, with 8 English "
+            f"accents, random speed/pitch/word gap; flite {list(FLITE_VOICES)} with random duration "
+            "stretch; augmentation: speed, gain, telephone band, reverb, white/pink/brown noise",
+            "validation": f"espeak-ng variants {list(VAL_VARIANTS)} (model selection and the rejection threshold only)",
+            "test": f"the festival engine, voices {list(FESTIVAL_VOICES)}: never used in training or "
+            "selection; phrases drawn with separate seeds (the closed command language means "
+            "phrases themselves recur)",
         },
         "training": training,
     }

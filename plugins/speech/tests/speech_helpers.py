@@ -11,8 +11,16 @@ from streamproc.events import AudioEvent
 
 
 def say(text: str, voice: str = "rms") -> np.ndarray:
-    """``text`` spoken by a held-out flite voice (rms or awb), 16 kHz float32."""
-    return synthesize(ClipSpec(text, "flite", voice))
+    """``text`` spoken by a flite voice (rms or awb), 16 kHz float32, with 0.3 s of silence around
+    (as around a real command: speech cut off at its last sample is heard cut off)."""
+    silence = np.zeros(4_800, np.float32)
+    return np.concatenate([silence, synthesize(ClipSpec(text, "flite", voice)), silence])
+
+
+def say_heldout(text: str, voice: str = "ked_diphone") -> np.ndarray:
+    """``text`` spoken by the held-out engine (festival), 16 kHz float32, with 0.3 s of silence around."""
+    silence = np.zeros(4_800, np.float32)
+    return np.concatenate([silence, synthesize(ClipSpec(text, "festival", voice)), silence])
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16_000, channels: int = 1, bits: int = 16) -> bytes:

@@ -12,7 +12,7 @@ from speech_helpers import audio_event, say, wav_bytes
 from streamproc_speech.evaluate import word_error_rate
 from streamproc_speech.plugin import SpeechRecognizer
 
-from streamproc.errors import InvalidInput, MediaError
+from streamproc.errors import ConfigError, InvalidInput, MediaError
 from streamproc.events import PlaybackEvent
 from streamproc.media import resample
 from streamproc.plugin import ENTRY_POINT_GROUP, LoadContext, Plugin
@@ -47,7 +47,8 @@ def test_result_body_carries_text_language_segments_and_version(plugin: Plugin) 
     assert body["text"] == " ".join(body["text"].split()) and body["text"] == body["text"].lower()
     assert body["model_version"] == plugin.model_version
     (segment,) = body["segments"]
-    assert set(segment) == {"start_s", "end_s", "text"} and segment["text"] == body["text"]
+    assert set(segment) == {"start_s", "end_s", "text", "confidence", "words"} and segment["text"] == body["text"]
+    assert body["rejected"] is False and body["reason"] is None and body["rejected_segments"] == []
     assert 0 <= segment["start_s"] < segment["end_s"] <= body["duration_s"]
 
 
@@ -58,11 +59,12 @@ def test_stereo_44_1_khz_24_bit_input_is_transcribed(plugin: Plugin) -> None:
     assert body["text"] == "skip ten seconds"
 
 
-def test_silent_audio_gives_an_empty_transcript(plugin: Plugin) -> None:
+def test_silent_audio_is_rejected_as_non_speech(plugin: Plugin) -> None:
     silent, quiet_hiss = np.zeros(32_000), np.random.default_rng(0).normal(0, 1e-4, 32_000)
     for samples in (silent, quiet_hiss, np.zeros(0)):
         (body,) = run(plugin, [audio_event(wav_bytes(samples))])
         assert body["text"] == "" and body["segments"] == []
+        assert body["rejected"] is True and body["reason"] == "non_speech" and body["confidence"] == 0.0
 
 
 def test_random_bytes_are_refused_as_a_media_error(plugin: Plugin) -> None:
@@ -122,5 +124,5 @@ def test_options_choose_the_weights_folder_and_decoder() -> None:
     )
     (body,) = run(lexicon, [audio_event(wav_bytes(say("stop", "awb")))])
     assert body["text"] == "stop"
-    with pytest.raises(ValueError, match="decoder"):
+    with pytest.raises(ConfigError, match="decoder"):
         SpeechRecognizer().load(LoadContext(torch.device("cpu"), options={"decoder": "oracle"}))

@@ -41,6 +41,7 @@ LIST_DIR = Path.home() / ".cache" / "streamproc" / "translator-data"
 APT_LISTS = Path("/var/lib/apt/lists")
 GENERAL_HELDOUT_FILE = "general_heldout.tsv"
 HELDOUT_PERCENT = 20
+VALIDATION_PERCENT = 5
 SHORT_MAX_WORDS = 12
 LONG_MIN_WORDS = 13
 LONG_MAX_WORDS = 60
@@ -60,10 +61,19 @@ class GeneralPair:
     es: str
 
 
+def _bucket(source_package: str) -> int:
+    digest = hashlib.sha256(f"general:{source_package}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100
+
+
 def is_heldout_package(source_package: str) -> bool:
     """Whether a source package is held out (20 % of packages, by SHA-256 of the name)."""
-    digest = hashlib.sha256(f"general:{source_package}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < HELDOUT_PERCENT
+    return _bucket(source_package) < HELDOUT_PERCENT
+
+
+def is_validation_package(source_package: str) -> bool:
+    """Whether a source package is kept for model selection (5 %, disjoint from the held-out ones)."""
+    return HELDOUT_PERCENT <= _bucket(source_package) < HELDOUT_PERCENT + VALIDATION_PERCENT
 
 
 def _list_file(pattern: str) -> Path:
@@ -74,7 +84,7 @@ def _list_file(pattern: str) -> Path:
             return found[0]
     raise FileNotFoundError(
         f"no apt list {pattern!r} in {LIST_DIR} or {APT_LISTS}: fetch them with "
-        "Acquire::Languages { \"en\"; \"es\"; }; and apt-get update (see the README)"
+        'Acquire::Languages { "en"; "es"; }; and apt-get update (see the README)'
     )
 
 
@@ -183,6 +193,22 @@ def ddtp_pairs(sources: dict[str, str]) -> list[GeneralPair]:
             if kind is not None and _plausible(en, es):
                 pairs.append(GeneralPair(f"ddtp:{source}:{package}:{field}{index}", source, kind, en, es))
     return pairs
+
+
+def english_descriptions(sources: dict[str, str]) -> list[tuple[str, str]]:
+    """(source package, text) of every English synopsis and description sentence (monolingual).
+
+    For distillation: these English texts get their Spanish side from a teacher system.
+    """
+    english = _descriptions(_read_list("*_debian_dists_bookworm_main_i18n_Translation-en*"), "en")
+    texts = []
+    for (package, _), raw in sorted(english.items()):
+        source = sources.get(package, package)
+        synopsis, _, long = raw.partition("\n")
+        texts.append((source, clean(synopsis)))
+        for paragraph in _paragraphs(long):
+            texts += [(source, s) for unit in paragraph for s in sentences(unit)]
+    return texts
 
 
 def _html_paragraphs(html: str) -> list[str]:

@@ -1,89 +1,180 @@
-"""Held-out evaluation: BLEU and chrF (sacrebleu) of the model and of both baselines.
+"""Side-by-side evaluation through the plugin's public path: event -> prepare -> infer -> result.
 
-The held-out set is the 500 test-split verse pairs of <= 15 words per side (see
-``data.heldout_pairs``), read from the package, or re-exported from the Debian SWORD
-modules with ``--from-export``. Baselines are computed fresh on every call.
+Systems, all in one run: the plugin with ``backend: gru`` (the trained network), the
+plugin with ``backend: apertium``, FreeDict word-by-word, and copying the source. Data:
+the general held-out set (``weights/general_heldout.tsv``: whole held-out Debian source
+packages, 600 short and 250 long texts, frozen before training) and the Bible held-out
+verses (``weights/heldout.tsv``). Each English text is sent as the title of an upload
+with ``language: "en"``, so language identification, segmentation and decoding are
+exactly what the service runs. Scores: sacrebleu corpus BLEU and chrF with a 95 %
+bootstrap interval (1,000 resamples of the texts), and the GRU/Apertium chrF ratio with a
+paired bootstrap interval. Also CPU latency per text at batch 1 and batch 16.
 
-    python -m streamproc_translator.evaluate [--weights-dir DIR] [--from-export] [--examples N]
+    python -m streamproc_translator.evaluate [--weights-dir DIR] [--limit N] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sacrebleu
 import torch
+from sacrebleu.metrics import BLEU, CHRF
 
-from streamproc_translator import data
+from streamproc.events import UploadEvent
+from streamproc.plugin import Plugin
+from streamproc.registry import load_plugin
+from streamproc_translator import corpus, data
 from streamproc_translator.baselines import FreeDictBaseline, copy_source
 from streamproc_translator.translator import TextTranslator
 
-BATCH_SIZE = 100
-
-
-def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus BLEU and chrF (sacrebleu defaults), rounded to 0.1."""
-    bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score
-    chrf = sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score
-    return {"bleu": round(bleu, 1), "chrf": round(chrf, 1)}
+BATCH_SIZE = 16
+RESAMPLES = 1000
 
 
 def translate_all(translator: TextTranslator, texts: Sequence[str]) -> list[str]:
-    """Translate in batches of ``BATCH_SIZE`` under inference mode."""
+    """The bare network on whole texts (validation during training only, not the service path)."""
     out: list[str] = []
     with torch.inference_mode():
-        for start in range(0, len(texts), BATCH_SIZE):
-            out += translator.translate(texts[start : start + BATCH_SIZE])
+        for start in range(0, len(texts), 100):
+            out += translator.translate(texts[start : start + 100])
     return out
 
 
-def evaluate(
-    weights_dir: Path | None = None, pairs: Sequence[data.Pair] | None = None, examples: int = 0
-) -> dict[str, Any]:
-    """Metrics of the model (``weights_dir``, default packaged) and baselines on ``pairs``.
+def upload(text: str, n: int) -> UploadEvent:
+    return UploadEvent(
+        id=f"eval{n}", type="upload", ts=0, user_id="eval", upload_id=f"eval{n}", title=text, language="en"
+    )
 
-    ``pairs`` defaults to the shipped held-out set. Returns ``{"pairs", "model",
-    "dictionary", "copy", "model_version", "seconds"}`` plus ``"examples"`` when asked.
-    """
-    started = time.monotonic()
-    pairs = data.shipped_heldout() if pairs is None else pairs
-    english = [p.en for p in pairs]
-    references = [p.es for p in pairs]
-    translator = TextTranslator.load(weights_dir, torch.device("cpu"))
-    hypotheses = translate_all(translator, english)
-    dictionary = FreeDictBaseline()
-    result: dict[str, Any] = {
-        "pairs": len(pairs),
-        "model": scores(hypotheses, references),
-        "dictionary": scores([dictionary.translate(t) for t in english], references),
-        "copy": scores([copy_source(t) for t in english], references),
-        "model_version": translator.version,
-    }
-    if examples:
-        result["examples"] = [
-            {"en": p.en, "reference": p.es, "model": h} for p, h in zip(pairs[:examples], hypotheses, strict=False)
-        ]
-    result["seconds"] = round(time.monotonic() - started, 1)
+
+def through_plugin(plugin: Plugin, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> list[str]:
+    """The title translation of each text, as the service produces it (batches of ``batch_size``)."""
+    out: list[str] = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            events = [upload(t, start + i) for i, t in enumerate(texts[start : start + batch_size])]
+            jobs = [plugin.prepare(e, None) for e in events]
+            outputs = plugin.infer(jobs)
+            out += [plugin.result(e, o)["fields"]["title"] for e, o in zip(events, outputs, strict=True)]
+    return out
+
+
+def _stats(metric: BLEU | CHRF, hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    return np.array(metric._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=float)
+
+
+def _score(metric: BLEU | CHRF, stats: np.ndarray) -> float:
+    return float(metric._compute_score_from_stats(list(stats.sum(axis=0))).score)
+
+
+def scored(systems: dict[str, list[str]], references: Sequence[str], seed: int = 0) -> dict[str, Any]:
+    """BLEU and chrF with 95 % bootstrap intervals per system, plus the paired gru/apertium chrF ratio."""
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, len(references), size=(RESAMPLES, len(references)))
+    table: dict[str, Any] = {"n": len(references)}
+    chrf_boot: dict[str, np.ndarray] = {}
+    for name, hypotheses in systems.items():
+        row = {}
+        for label, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+            stats = _stats(metric, hypotheses, references)
+            boot = np.array([_score(metric, stats[idx]) for idx in samples])
+            if label == "chrf":
+                chrf_boot[name] = boot
+            low, high = np.percentile(boot, [2.5, 97.5])
+            row[label] = round(_score(metric, stats), 1)
+            row[f"{label}_ci95"] = [round(float(low), 1), round(float(high), 1)]
+        table[name] = row
+    if "gru" in systems and "apertium" in systems:
+        ratio = chrf_boot["gru"] / chrf_boot["apertium"]
+        point = table["gru"]["chrf"] / table["apertium"]["chrf"]
+        table["gru_over_apertium_chrf"] = {
+            "ratio": round(point, 3),
+            "ci95": [round(float(x), 3) for x in np.percentile(ratio, [2.5, 97.5])],
+        }
+    if "gru" in systems and "freedict" in systems:
+        diff = chrf_boot["gru"] - chrf_boot["freedict"]
+        table["gru_minus_freedict_chrf_ci95"] = [round(float(x), 1) for x in np.percentile(diff, [2.5, 97.5])]
+    return table
+
+
+def latency(plugin: Plugin, texts: Sequence[str]) -> dict[str, float]:
+    """Milliseconds per text and texts per second at batch 1 and batch 16 (CPU, this process's threads)."""
+    result = {}
+    for batch in (1, BATCH_SIZE):
+        through_plugin(plugin, texts[:batch], batch)  # warm-up
+        started = time.perf_counter()
+        through_plugin(plugin, texts, batch)
+        seconds = time.perf_counter() - started
+        result[f"batch{batch}_ms_per_text"] = round(1000 * seconds / len(texts), 1)
+        result[f"batch{batch}_texts_per_s"] = round(len(texts) / seconds, 1)
     return result
+
+
+def evaluate(weights_dir: Path | None = None, limit: int = 0, timing_texts: int = 64) -> dict[str, Any]:
+    """The side-by-side tables (general short/long/all and Bible) and the latency figures."""
+    options: dict[str, Any] = {"backend": "gru"}
+    if weights_dir is not None:
+        options["weights_dir"] = str(weights_dir)
+    plugins: dict[str, Plugin] = {
+        "gru": load_plugin("translator", options),
+        "apertium": load_plugin("translator", {"backend": "apertium"}),
+    }
+    dictionary = FreeDictBaseline()
+    systems: dict[str, Callable[[Sequence[str]], list[str]]] = {
+        "gru": lambda texts: through_plugin(plugins["gru"], texts),
+        "apertium": lambda texts: through_plugin(plugins["apertium"], texts),
+        "freedict": lambda texts: [dictionary.translate(t) for t in texts],
+        "copy": lambda texts: [copy_source(t) for t in texts],
+    }
+    general = corpus.shipped_general()
+    bible = data.shipped_heldout()
+    if limit:
+        general = general[:limit] + [p for p in general if p.kind == "long"][: limit // 3]
+        bible = bible[:limit]
+    report: dict[str, Any] = {"model_version": plugins["gru"].model_version, "sacrebleu": sacrebleu.__version__}
+    outputs: dict[str, dict[str, list[str]]] = {}
+    for set_name, english, references in (
+        ("general", [p.en for p in general], [p.es for p in general]),
+        ("bible", [p.en for p in bible], [p.es for p in bible]),
+    ):
+        outputs[set_name] = {name: run(english) for name, run in systems.items()}
+        report[set_name] = scored(outputs[set_name], references)
+        if set_name == "general":
+            for kind in ("short", "long"):
+                index = [i for i, p in enumerate(general) if p.kind == kind]
+                kind_systems = {name: [hyp[i] for i in index] for name, hyp in outputs[set_name].items()}
+                report[f"general_{kind}"] = scored(kind_systems, [references[i] for i in index])
+    bleu, chrf = BLEU(), CHRF()
+    bleu.corpus_score(["a"], [["a"]])
+    chrf.corpus_score(["a"], [["a"]])
+    report["signatures"] = {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
+    timing = [p.en for p in general if p.kind == "short"][:timing_texts]
+    report["latency_cpu_1_thread"] = {name: latency(plugins[name], timing) for name in ("gru", "apertium")}
+    report["examples"] = [
+        {"en": p.en, "reference": p.es, **{name: outputs["general"][name][i] for name in ("gru", "apertium")}}
+        for i, p in enumerate(general[:8])
+    ]
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--weights-dir", type=Path, default=None, help="default: packaged")
-    parser.add_argument("--from-export", action="store_true", help="re-export the held-out pairs with mod2imp")
-    parser.add_argument("--examples", type=int, default=0, help="also show N translations")
+    parser.add_argument("--weights-dir", type=Path, default=None, help="GRU weights (default: packaged)")
+    parser.add_argument("--limit", type=int, default=0, help="first N pairs of each set (smoke runs)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    pairs = data.heldout_pairs(data.bible_pairs()) if args.from_export else None
-    result = evaluate(args.weights_dir, pairs, args.examples)
-    json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
-    print()
+    report = evaluate(args.weights_dir, args.limit)
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -115,13 +115,21 @@ class Seq2SeqTranslator(nn.Module):
         return torch.cat(ids, dim=1), torch.cat(focus, dim=1)
 
     def beam_search(
-        self, src: torch.Tensor, lengths: torch.Tensor, max_lens: torch.Tensor, beam: int, alpha: float = 1.0
+        self,
+        src: torch.Tensor,
+        lengths: torch.Tensor,
+        max_lens: torch.Tensor,
+        beam: int,
+        alpha: float = 1.0,
+        no_repeat_ngram: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched beam search with the length limits and outputs of ``greedy``.
 
         Each sentence keeps ``beam`` hypotheses; a finished one is only extended by pad at
         no cost. The winner maximises log-probability / length ** ``alpha``. Sentences
-        are decoded independently of the others in the batch.
+        are decoded independently of the others in the batch. With ``no_repeat_ngram``
+        n > 0, a hypothesis may not emit a subword that would repeat one of its own
+        n-grams (the repetition guard against loops such as "su hijo su hijo su hijo").
         """
         memory = self.encode(src, lengths)
         batch, vocab = src.size(0), self.output_bias.numel()
@@ -144,10 +152,14 @@ class Seq2SeqTranslator(nn.Module):
         token = torch.full((batch * beam, 1), BOS_ID, dtype=torch.long, device=device)
         state = memory.state
         tokens, parents, focus = [], [], []
+        history = torch.empty((batch * beam, 0), dtype=torch.long, device=device)
         for step in range(int(max_lens.max())):
             out, state = self.decoder(self.tgt_embed(token), state)
             logits, weights = self.attend(out, memory)
             logp = torch.log_softmax(logits.squeeze(1).float(), dim=-1).view(batch, beam, vocab)
+            if no_repeat_ngram > 0 and history.size(1) >= no_repeat_ngram:
+                banned = repeated_ngram_ban(history, no_repeat_ngram, vocab).view(batch, beam, vocab)
+                logp = logp.masked_fill(banned, float("-inf"))
             logp = torch.where((step + 1 >= max_lens).view(batch, 1, 1), eos_only, logp)
             logp = torch.where(done.unsqueeze(-1), pad_only, logp)
             scores, flat = (scores.unsqueeze(-1) + logp).view(batch, -1).topk(beam, dim=-1)
@@ -160,6 +172,7 @@ class Seq2SeqTranslator(nn.Module):
             parents.append(parent)
             focus.append(weights.argmax(dim=-1).view(batch, beam).gather(1, parent))
             token = word.view(-1, 1)
+            history = torch.cat([history[rows], token], dim=1)
             if bool(done.all()):
                 break
         best = (scores / hyp_len.clamp(min=1) ** alpha).argmax(dim=-1, keepdim=True)
@@ -169,3 +182,16 @@ class Seq2SeqTranslator(nn.Module):
             attended.append(position.gather(1, best))
             best = parent.gather(1, best)
         return torch.cat(ids[::-1], dim=1), torch.cat(attended[::-1], dim=1)
+
+
+def repeated_ngram_ban(history: torch.Tensor, n: int, vocab: int) -> torch.Tensor:
+    """(N, vocab) mask of the subwords that would repeat an n-gram of each row of ``history`` (N, T).
+
+    End of sentence is never banned, so a hypothesis can always stop.
+    """
+    windows = history.unfold(1, n, 1)
+    prefix = history[:, -(n - 1) :].unsqueeze(1)
+    match = (windows[:, :, : n - 1] == prefix).all(dim=-1).float()
+    ban = torch.zeros(history.size(0), vocab, device=history.device).scatter_add_(1, windows[:, :, n - 1], match)
+    ban[:, EOS_ID] = 0
+    return ban > 0

@@ -1,25 +1,32 @@
 """The ``translator`` plugin: English titles, descriptions and transcripts into Spanish.
 
-Consumes ``upload`` events (``title`` and ``description``, in ``event.language``) and
-``transcript`` results of the speech plugin (``body["text"]``, ``body["language"]``);
-produces ``translation``. The model translates English -> Spanish only: an event whose
-source language is not English, or whose configured targets (option ``targets``,
-default ``["es"]``) hold no Spanish, gives ``None`` from ``prepare`` (nothing to do).
-Other targets are ignored, so a result always holds exactly one translation:
+Consumes ``upload`` events (``title`` and ``description``; ``event.language`` is a hint)
+and ``transcript`` results of the speech plugin (``body["text"]``, ``body["language"]``);
+produces ``translation``. Only English -> Spanish: an event whose configured targets
+(option ``targets``, default ``["es"]``) hold no Spanish gives ``None`` from ``prepare``.
 
-    {"source_language": "en", "target_language": "es",
-     "fields": {"title": "...", "description": "..."}  (or {"text": "..."} for transcripts),
-     "truncated": false, "model_version": "translator-<sha256 prefix>"}
+Each non-empty field is checked by language identification (``language``) before
+anything is translated. A field that is not English is passed through unchanged
+(``non_english: "pass"``, the default) or the event is refused with ``InvalidInput``
+(``non_english: "refuse"``); it is never "translated". English fields are cut into
+segments (``segments``), at most ``max_segments`` per field, translated by the
+configured backend (option ``backend``: ``"gru"``, the plugin's own network, or
+``"apertium"``, Debian's rule-based system) and joined. Result body:
 
-Only non-empty fields are translated. Texts are split into sentences; at most
-``max_segments`` sentences per field (option, default 16) of at most
-``max_source_tokens`` subwords each are translated, and ``truncated`` says when
-anything was cut.
+    {"source_language": "en", "target_language": "es", "backend": "apertium",
+     "fields": {"title": "...", "description": "..."}   (or {"text": ...} for transcripts),
+     "languages": {"title": {"language": "en", "confidence": 0.92, "translated": true}, ...},
+     "segments": {"title": [{"source": [0, 20], "target": [0, 19], "truncated": false}], ...},
+     "truncated": false, "model_version": "..."}
+
+``segments`` gives, per translated field, the character span of each source segment
+and of its translation in the output. ``truncated`` is true when anything was cut: a
+segment beyond ``max_segments``, a segment over the source subword limit, or an
+output that hit its length limit.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,30 +35,49 @@ from typing import Any
 from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import DerivedEvent, Event, UploadEvent
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
-from streamproc_translator.translator import EncodedSource, TextTranslator
+from streamproc_translator.apertium import ApertiumTranslator
+from streamproc_translator.language import Detection, LanguageGuard
+from streamproc_translator.segments import Span, segment
+from streamproc_translator.translator import Decoded, EncodedSource, TextTranslator
 
 SUPPORTED_PAIRS = frozenset({("en", "es")})
+BACKENDS = ("gru", "apertium")
+DEFAULT_BACKEND = "apertium"
+"""The better of the two on the general held-out set (see the README's table)."""
 DEFAULT_MAX_SEGMENTS = 16
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+|\s*\n\s*")
+MAX_SEGMENT_WORDS = 30
+"""Longer sentences are cut at a clause boundary (the issue: > 30 words dropped content)."""
+NON_ENGLISH_POLICIES = ("pass", "refuse")
 
 
 @dataclass(frozen=True)
-class TranslationJob:
-    """A prepared event: the language pair and, per field, its encoded sentences."""
+class FieldJob:
+    """One field to translate: its text, segment spans, and per segment the backend input."""
 
-    source_language: str
-    target_language: str
-    fields: Mapping[str, Sequence[EncodedSource]]
+    text: str
+    spans: Sequence[Span]
+    inputs: Sequence[EncodedSource | str]
     truncated: bool
 
 
 @dataclass(frozen=True)
-class Translation:
-    """The output of ``infer`` for one job: the pair, field -> translated text, truncation."""
+class TranslationJob:
+    """A prepared event: the pair, the fields to translate, the passed-through ones, detections."""
 
     source_language: str
     target_language: str
+    fields: Mapping[str, FieldJob]
+    passed: Mapping[str, str]
+    detections: Mapping[str, Detection]
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The output of ``infer`` for one job: field -> text, segment alignment, truncation."""
+
+    job: TranslationJob
     fields: Mapping[str, str]
+    segments: Mapping[str, list[dict[str, Any]]]
     truncated: bool
 
 
@@ -61,7 +87,7 @@ def base_language(code: str) -> str:
 
 
 class Translator(Plugin):
-    """GRU encoder-decoder translator (English -> Spanish)."""
+    """English -> Spanish translator with language identification and two backends."""
 
     name = "translator"
     consumes = ("upload", "transcript")
@@ -69,79 +95,136 @@ class Translator(Plugin):
     batch_policy = BatchPolicy(max_batch_size=16, max_wait_ms=10.0, max_queue=128)
 
     def load(self, context: LoadContext) -> None:
-        """Read options (``targets``, ``max_segments``, ``weights_dir``) and the weights.
+        """Read options and load the backend.
 
-        Raises ``ConfigError`` for malformed options.
+        Options: ``targets``, ``max_segments``, ``backend`` (``"gru"`` | ``"apertium"``),
+        ``non_english`` (``"pass"`` | ``"refuse"``), ``weights_dir`` (gru). Raises
+        ``ConfigError`` for a malformed option, and for the apertium backend when the
+        ``apertium`` binary or its eng-spa data is missing.
         """
-        targets = context.options.get("targets", ["es"])
+        options = context.options
+        targets = options.get("targets", ["es"])
         if isinstance(targets, str):
             targets = [targets]
         if not isinstance(targets, Sequence) or not all(isinstance(t, str) for t in targets):
             raise ConfigError(f"translator.targets: a list of language codes is required, got {targets!r}")
         self.targets = [base_language(t) for t in targets]
-        self.max_segments = context.options.get("max_segments", DEFAULT_MAX_SEGMENTS)
+        self.max_segments = options.get("max_segments", DEFAULT_MAX_SEGMENTS)
         if not isinstance(self.max_segments, int) or self.max_segments < 1:
             raise ConfigError(f"translator.max_segments: a positive integer is required, got {self.max_segments!r}")
-        weights_dir = context.options.get("weights_dir")
-        folder = Path(weights_dir) if weights_dir is not None else None
-        self.translator = TextTranslator.load(folder, context.device)
-        self.model_version = self.translator.version
+        self.backend = options.get("backend", DEFAULT_BACKEND)
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"translator.backend: one of {', '.join(BACKENDS)} is required, got {self.backend!r}")
+        self.non_english = options.get("non_english", "pass")
+        if self.non_english not in NON_ENGLISH_POLICIES:
+            raise ConfigError(f"translator.non_english: 'pass' or 'refuse' is required, got {self.non_english!r}")
+        self.guard = LanguageGuard()
+        self.gru: TextTranslator | None = None
+        self.apertium: ApertiumTranslator | None = None
+        if self.backend == "gru":
+            weights_dir = options.get("weights_dir")
+            self.gru = TextTranslator.load(Path(weights_dir) if weights_dir else None, context.device)
+            self.model_version = self.gru.version
+        else:
+            self.apertium = ApertiumTranslator(options.get("apertium_executable", "apertium"))
+            self.model_version = self.apertium.version
 
     def prepare(self, event: Event, state: Mapping[str, Any] | None) -> TranslationJob | None:
-        """Encode the texts of an upload or a transcript; ``None`` when there is nothing to do.
+        """Detect, segment and encode the texts; ``None`` when there is nothing to do.
 
-        Raises ``InvalidInput`` for other event types and malformed transcript bodies.
+        Raises ``InvalidInput`` for other event types, malformed transcript bodies, and
+        (with ``non_english: "refuse"``) a field that is not English.
         """
         if isinstance(event, UploadEvent):
-            source = event.language
+            hint = event.language
             texts = {"title": event.title, "description": event.description}
         elif isinstance(event, DerivedEvent) and event.type == "transcript":
             text = event.body.get("text")
             if not isinstance(text, str):
                 raise InvalidInput(f"body.text: a string is required, got {type(text).__name__}")
-            source = event.body.get("language", getattr(event.origin, "language", "en"))
-            if not isinstance(source, str):
-                raise InvalidInput(f"body.language: a language code is required, got {type(source).__name__}")
+            hint = event.body.get("language", getattr(event.origin, "language", "en"))
+            if not isinstance(hint, str):
+                raise InvalidInput(f"body.language: a language code is required, got {type(hint).__name__}")
             texts = {"text": text}
         else:
             kind = event.type if isinstance(event, DerivedEvent) else type(event).__name__
             raise InvalidInput(f"type: translator takes uploads and transcripts, not {kind}")
-        source = base_language(source)
-        target = next((t for t in self.targets if (source, t) in SUPPORTED_PAIRS), None)
+        hint = base_language(hint)
+        target = next((t for t in self.targets if ("en", t) in SUPPORTED_PAIRS), None)
         if target is None:
             return None
-        fields, truncated = {}, False
+        fields: dict[str, FieldJob] = {}
+        passed: dict[str, str] = {}
+        detections: dict[str, Detection] = {}
         for name, text in texts.items():
-            sentences = [s for s in _SENTENCE_BREAK.split(text) if s.strip()]
-            if not sentences:
+            if not text.strip():
                 continue
-            truncated |= len(sentences) > self.max_segments
-            encoded = [self.translator.encode(s) for s in sentences[: self.max_segments]]
-            truncated |= any(e.truncated for e in encoded)
-            fields[name] = encoded
-        if not fields:
+            detection = self.guard.detect(text)
+            detections[name] = detection
+            if not self.guard.is_english(detection, hint):
+                if self.non_english == "refuse":
+                    raise InvalidInput(
+                        f"{name}: detected language {detection.language!r} (confidence {detection.confidence}, "
+                        f"hint {hint!r}), not English; the translator only translates English"
+                    )
+                passed[name] = text
+                continue
+            spans = segment(text, MAX_SEGMENT_WORDS)
+            truncated = len(spans) > self.max_segments
+            spans = spans[: self.max_segments]
+            pieces = [text[start:end] for start, end in spans]
+            if self.gru is not None:
+                encoded = [self.gru.encode(p) for p in pieces]
+                truncated |= any(e.truncated for e in encoded)
+                fields[name] = FieldJob(text, spans, encoded, truncated)
+            else:
+                fields[name] = FieldJob(text, spans, pieces, truncated)
+        if not detections:
             return None
-        return TranslationJob(source, target, fields, truncated)
+        return TranslationJob("en", target, fields, passed, detections)
+
+    def _translate(self, inputs: Sequence[EncodedSource | str]) -> list[Decoded]:
+        if self.gru is not None:
+            return self.gru.translate_encoded([i for i in inputs if isinstance(i, EncodedSource)])
+        assert self.apertium is not None
+        return [Decoded(t, False) for t in self.apertium.translate([str(i) for i in inputs])]
 
     def infer(self, batch: Sequence[TranslationJob]) -> list[Translation]:
-        """Translate every sentence of every job in one batched decode."""
-        flat = [s for job in batch for sentences in job.fields.values() for s in sentences]
-        translated = iter(self.translator.translate_encoded(flat))
+        """Translate every segment of every job in one batched call, then regroup by field."""
+        flat = [i for job in batch for f in job.fields.values() for i in f.inputs]
+        decoded = iter(self._translate(flat))
         outputs = []
         for job in batch:
-            fields = {
-                name: " ".join(t for t in (next(translated) for _ in sentences) if t)
-                for name, sentences in job.fields.items()
-            }
-            outputs.append(Translation(job.source_language, job.target_language, fields, job.truncated))
+            fields: dict[str, str] = dict(job.passed)
+            alignment: dict[str, list[dict[str, Any]]] = {}
+            truncated = False
+            for name, field in job.fields.items():
+                out, rows = "", []
+                for span in field.spans:
+                    piece = next(decoded)
+                    start = len(out) + (1 if out and piece.text else 0)
+                    out = f"{out} {piece.text}" if out and piece.text else out + piece.text
+                    rows.append({"source": list(span), "target": [start, len(out)], "truncated": piece.hit_cap})
+                    truncated |= piece.hit_cap
+                fields[name] = out
+                alignment[name] = rows
+                truncated |= field.truncated
+            outputs.append(Translation(job, fields, alignment, truncated))
         return outputs
 
     def result(self, event: Event, output: Translation) -> Mapping[str, Any]:
         """The translation body (see the module docstring)."""
+        job = output.job
         return {
-            "source_language": output.source_language,
-            "target_language": output.target_language,
-            "fields": dict(output.fields),
+            "source_language": job.source_language,
+            "target_language": job.target_language,
+            "backend": self.backend,
+            "fields": {name: output.fields[name] for name in job.detections},
+            "languages": {
+                name: {"language": d.language, "confidence": d.confidence, "translated": name in job.fields}
+                for name, d in job.detections.items()
+            },
+            "segments": output.segments,
             "truncated": output.truncated,
             "model_version": self.model_version,
         }

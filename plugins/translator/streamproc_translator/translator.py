@@ -51,6 +51,14 @@ class EncodedSource:
     truncated: bool
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """One translated text, and whether its output hit the length limit."""
+
+    text: str
+    hit_cap: bool
+
+
 class TextTranslator:
     """English -> Spanish translation with a trained ``Seq2SeqTranslator``."""
 
@@ -63,6 +71,7 @@ class TextTranslator:
         max_target_tokens: int,
         beam_size: int,
         version: str,
+        no_repeat_ngram: int = 0,
     ) -> None:
         self.model = model
         self.source = source
@@ -71,6 +80,7 @@ class TextTranslator:
         self.max_target_tokens = max_target_tokens
         self.beam_size = beam_size
         self.version = version
+        self.no_repeat_ngram = no_repeat_ngram
 
     @classmethod
     def load(cls, folder: Traversable | Path | None, device: torch.device) -> TextTranslator:
@@ -93,6 +103,7 @@ class TextTranslator:
             int(config["max_target_tokens"]),
             int(config["beam_size"]),
             "translator-" + hashlib.sha256(raw).hexdigest()[:12],
+            int(config.get("no_repeat_ngram", 0)),
         )
 
     @property
@@ -112,10 +123,14 @@ class TextTranslator:
         limit = self.max_source_tokens
         return EncodedSource(ids[:limit], words, word_of[:limit], truncated)
 
-    def translate_encoded(self, sources: Sequence[EncodedSource]) -> list[str]:
-        """Translate encoded sources in one batched decode; empty ones give ""."""
+    def translate_encoded(self, sources: Sequence[EncodedSource]) -> list[Decoded]:
+        """Translate encoded sources in one batched decode; empty ones give ("", False).
+
+        ``hit_cap`` is true when an output used every step of its length limit
+        (``min(max_target_tokens, 2 x source subwords + 8)``), i.e. its end was forced.
+        """
         todo = [i for i, s in enumerate(sources) if s.ids]
-        results = [""] * len(sources)
+        results = [Decoded("", False)] * len(sources)
         if not todo:
             return results
         lengths = torch.tensor([len(sources[i].ids) for i in todo])
@@ -126,16 +141,21 @@ class TextTranslator:
         max_lens = (lengths * 2 + 8).clamp(max=self.max_target_tokens).to(self.device)
         src = src.to(self.device)
         if self.beam_size > 1:
-            ids, focus = self.model.beam_search(src, lengths, max_lens, self.beam_size)
+            ids, focus = self.model.beam_search(
+                src, lengths, max_lens, self.beam_size, no_repeat_ngram=self.no_repeat_ngram
+            )
         else:
             ids, focus = self.model.greedy(src, lengths, max_lens)
         for row, i in enumerate(todo):
-            results[i] = self._detokenize(ids[row].tolist(), focus[row].tolist(), sources[i])
+            row_ids = ids[row].tolist()
+            steps = row_ids.index(EOS_ID) + 1 if EOS_ID in row_ids else len(row_ids)
+            text = self._detokenize(row_ids, focus[row].tolist(), sources[i])
+            results[i] = Decoded(text, steps >= int(max_lens[row]))
         return results
 
     def translate(self, texts: Sequence[str]) -> list[str]:
         """Translate English texts (each truncated to the source limit) in one batch."""
-        return self.translate_encoded([self.encode(t) for t in texts])
+        return [d.text for d in self.translate_encoded([self.encode(t) for t in texts])]
 
     def _detokenize(self, ids: list[int], focus: list[int], source: EncodedSource) -> str:
         symbols = []
@@ -147,4 +167,11 @@ class TextTranslator:
                 symbols.append(word if word.startswith(WORD_START) else WORD_START + word)
             else:
                 symbols.append(self.target.vocab[token])
-        return " ".join("".join(symbols).replace(WORD_START, " ").split())
+        text = " ".join("".join(symbols).replace(WORD_START, " ").split())
+        # A word the tokenizer could not represent (an emoji, a rare script) is never dropped:
+        # when the decoder did not copy it, it is appended.
+        unknown = dict.fromkeys(
+            source.words[source.word_of[i]].lstrip(WORD_START) for i, t in enumerate(source.ids) if t == UNK_ID
+        )
+        missing = [word for word in unknown if word not in text]
+        return " ".join([text, *missing]) if missing else text

@@ -1,4 +1,4 @@
-"""Shared fixtures: the plugin found through its entry point, loaded on the CPU."""
+"""Shared fixtures: the plugin found through its entry point, loaded on the CPU with the GRU backend."""
 
 from __future__ import annotations
 
@@ -10,4 +10,4 @@ from streamproc.registry import load_plugin
 
 @pytest.fixture(scope="module")
 def translator() -> Plugin:
-    return load_plugin("translator")
+    return load_plugin("translator", {"backend": "gru"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +50,7 @@ def test_english_upload_gets_spanish_title_and_description(translator: Plugin) -
     assert "rey" in body["fields"]["title"]
     assert "Dios" in body["fields"]["description"]
     assert body["truncated"] is False
+    assert body["backend"] == "gru"
     assert body["model_version"] == translator.model_version
     assert translator.model_version.startswith("translator-")
 
@@ -65,8 +67,40 @@ def test_characters_never_seen_in_training_are_copied_not_dropped(translator: Pl
     assert "\u2603" in body["fields"]["title"]
 
 
-def test_spanish_upload_with_target_es_needs_nothing(translator: Plugin) -> None:
-    assert translator.prepare(upload("El rey", "La casa de Dios", language="es"), None) is None
+def test_spanish_upload_labelled_english_is_passed_through_not_translated(translator: Plugin) -> None:
+    text = "Cómo cocinar paella en casa con mi abuela"
+    (body,) = run(translator, [upload(text, "Please like and subscribe")])
+    assert body["fields"]["title"] == text
+    assert body["languages"]["title"]["language"] == "es"
+    assert body["languages"]["title"]["translated"] is False
+    assert body["languages"]["description"] == {
+        "language": "en",
+        "confidence": body["languages"]["description"]["confidence"],
+        "translated": True,
+    }
+    assert body["fields"]["description"] != "Please like and subscribe"
+    assert "title" not in body["segments"]
+
+
+def test_chinese_text_and_a_bare_url_are_never_translated(translator: Plugin) -> None:
+    url = "https://example.com/watch?v=abc123"
+    (body,) = run(translator, [upload("如何在家做西班牙海鲜饭", url)])
+    assert body["fields"] == {"title": "如何在家做西班牙海鲜饭", "description": url}
+    assert body["languages"]["title"]["language"] == "zh"
+    assert body["languages"]["description"]["language"] == "und"
+    assert not any(v["translated"] for v in body["languages"].values())
+
+
+def test_english_text_labelled_spanish_is_still_translated(translator: Plugin) -> None:
+    (body,) = run(translator, [upload("The best movies of the year", language="es")])
+    assert body["languages"]["title"]["language"] == "en"
+    assert body["languages"]["title"]["translated"] is True
+
+
+def test_refuse_policy_refuses_non_english_with_the_detected_language() -> None:
+    plugin = load_plugin("translator", {"backend": "gru", "non_english": "refuse"})
+    with pytest.raises(InvalidInput, match=r"title: detected language 'de'"):
+        plugin.prepare(upload("Das ist ein sehr gutes Video über Katzen"), None)
 
 
 def test_targets_without_spanish_need_nothing() -> None:
@@ -86,18 +120,37 @@ def test_empty_fields_are_left_out_and_all_empty_needs_nothing(translator: Plugi
     assert translator.prepare(transcript(""), None) is None
 
 
-def test_very_long_input_is_truncated_to_the_limits(translator: Plugin) -> None:
-    words = "the king went to the city"
+def test_more_sentences_than_max_segments_sets_truncated(translator: Plugin) -> None:
     sentence = "The king went to the city. "
-    many = sentence * (5000 // len(sentence))  # 185 sentences, of which the first 16 are kept
-    # Sentences of 108 and 114 words (far over 64 subwords) are cut to the same prefix.
-    (long,) = run(translator, [upload(" ".join([words] * 18), many)])
-    (longer,) = run(translator, [upload(" ".join([words] * 19), sentence * 16)])
-    (fits,) = run(translator, [upload(words, sentence * 16)])
-    assert long["truncated"] is True
-    assert long["fields"] == longer["fields"]
+    (many,) = run(translator, [upload("The king", sentence * 20)])
+    (fits,) = run(translator, [upload("The king", sentence * 16)])
+    assert many["truncated"] is True
     assert fits["truncated"] is False
-    assert fits["fields"]["description"] == long["fields"]["description"]
+    assert many["fields"]["description"] == fits["fields"]["description"]
+
+
+def test_output_that_hits_the_length_cap_sets_truncated() -> None:
+    plugin = load_plugin("translator", {"backend": "gru"})
+    plugin.gru.max_target_tokens = 3
+    (body,) = run(plugin, [upload("The people went to the house of God with their sons and daughters")])
+    assert body["truncated"] is True
+    assert body["segments"]["title"][0]["truncated"] is True
+
+
+def test_long_sentence_is_split_into_aligned_segments_without_dropping_words(translator: Plugin) -> None:
+    text = (
+        "This video shows how we cooked a large paella at home with our friends and family, "
+        "and then we went down to the lake to watch the sunset while the children played "
+        "with the dogs near the water until it was dark."
+    )
+    (body,) = run(translator, [upload(text)])
+    rows = body["segments"]["title"]
+    output = body["fields"]["title"]
+    assert len(rows) >= 2
+    covered = " ".join(text[start:end] for start, end in (r["source"] for r in rows))
+    assert covered.split() == text.split()
+    assert " ".join(output[start:end] for start, end in (r["target"] for r in rows)) == output
+    assert body["truncated"] is False
 
 
 def test_batch_gives_the_same_results_as_one_by_one(translator: Plugin) -> None:
@@ -141,3 +194,23 @@ def test_malformed_options_are_refused_at_load() -> None:
         load_plugin("translator", {"targets": [1, 2]})
     with pytest.raises(ConfigError, match="max_segments"):
         load_plugin("translator", {"max_segments": 0})
+    with pytest.raises(ConfigError, match="backend"):
+        load_plugin("translator", {"backend": "marian"})
+    with pytest.raises(ConfigError, match="non_english"):
+        load_plugin("translator", {"non_english": "translate anyway"})
+
+
+def test_missing_apertium_binary_is_a_config_error_at_load() -> None:
+    with pytest.raises(ConfigError, match="apertium-eng-spa"):
+        load_plugin("translator", {"backend": "apertium", "apertium_executable": "no-such-apertium"})
+
+
+@pytest.mark.skipif(shutil.which("apertium") is None, reason="needs apertium and apertium-eng-spa")
+def test_default_backend_is_apertium_and_translates_through_the_same_path() -> None:
+    plugin = load_plugin("translator")
+    events: list[Event] = [upload("Sunset over the lake", "Please like and subscribe."), transcript("volume up")]
+    bodies = run(plugin, events)
+    assert bodies[0]["backend"] == "apertium"
+    assert bodies[0]["fields"]["title"] == "Ocaso sobre el lago"
+    assert plugin.model_version == "apertium-eng-spa"
+    assert bodies == [run(plugin, [e])[0] for e in events]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 from streamproc_translator import data
 from streamproc_translator.baselines import FREEDICT_DATA, FreeDictBaseline
 from streamproc_translator.bpe import UNK_ID, Tokenizer, learn_bpe, normalize_source
+from streamproc_translator.model import repeated_ngram_ban
+from streamproc_translator.segments import segment
 
 
 def test_footnotes_become_a_space_and_strongs_tags_vanish() -> None:
@@ -61,3 +64,18 @@ def test_transcript_style_normalisation_drops_punctuation_and_case() -> None:
 def test_dictionary_baseline_translates_known_words_and_copies_unknown_ones() -> None:
     baseline = FreeDictBaseline()
     assert baseline.translate("The water, Zorblax.") == "El agua, Zorblax."
+
+
+def test_repetition_guard_bans_the_subword_that_would_repeat_a_trigram() -> None:
+    history = torch.tensor([[5, 6, 7, 5, 6], [5, 6, 7, 8, 9]])
+    ban = repeated_ngram_ban(history, 3, vocab=12)
+    assert ban[0].nonzero().flatten().tolist() == [7]
+    assert not ban[1].any()
+
+
+def test_segments_cut_long_sentences_at_clauses_and_keep_every_word() -> None:
+    text = "Short one. " + ", ".join(["word " * 8] * 4) + "end.\nNext line"
+    spans = segment(text, 10)
+    assert all(len(text[s:e].split()) <= 10 for s, e in spans)
+    assert " ".join(text[s:e] for s, e in spans).split() == text.split()
+    assert text[spans[0][0] : spans[0][1]] == "Short one."

@@ -28,8 +28,7 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 from streamproc.events import UploadEvent
-from streamproc.plugin import Plugin
-from streamproc.registry import load_plugin
+from streamproc.testing import PluginHarness
 from streamproc_translator import corpus, data
 from streamproc_translator.baselines import FreeDictBaseline, copy_source
 from streamproc_translator.translator import TextTranslator
@@ -53,16 +52,27 @@ def upload(text: str, n: int) -> UploadEvent:
     )
 
 
-def through_plugin(plugin: Plugin, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> list[str]:
-    """The title translation of each text, as the service produces it (batches of ``batch_size``)."""
-    out: list[str] = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            events = [upload(t, start + i) for i, t in enumerate(texts[start : start + batch_size])]
-            jobs = [plugin.prepare(e, None) for e in events]
-            outputs = plugin.infer(jobs)
-            out += [plugin.result(e, o)["fields"]["title"] for e, o in zip(events, outputs, strict=True)]
-    return out
+def plugin(backend: str, weights_dir: Path | None = None, batch_size: int = BATCH_SIZE) -> PluginHarness:
+    """The installed plugin with ``backend``, loaded by the engine's harness with batches of ``batch_size``."""
+    options: dict[str, Any] = {"backend": backend}
+    if weights_dir is not None:
+        options["weights_dir"] = str(weights_dir)
+    return PluginHarness.load("translator", options, batch={"max_batch_size": batch_size})
+
+
+def through_plugin(harness: PluginHarness, texts: Sequence[str]) -> list[str]:
+    """The title translation of each text, as the service produces it (event -> prepare -> infer -> result)."""
+    return [body["fields"]["title"] if body else "" for body in harness.results(uploads(texts))]
+
+
+def passed_through(harness: PluginHarness, texts: Sequence[str]) -> int:
+    """How many of ``texts`` language identification kept from being translated (passed through)."""
+    bodies = harness.results(uploads(texts))
+    return sum(1 for body in bodies if body is None or not body["languages"]["title"]["translated"])
+
+
+def uploads(texts: Sequence[str]) -> list[UploadEvent]:
+    return [upload(t, i) for i, t in enumerate(texts)]
 
 
 def _stats(metric: BLEU | CHRF, hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
@@ -103,28 +113,24 @@ def scored(systems: dict[str, list[str]], references: Sequence[str], seed: int =
     return table
 
 
-def latency(plugin: Plugin, texts: Sequence[str]) -> dict[str, float]:
+def latency(backend: str, texts: Sequence[str], weights_dir: Path | None = None) -> dict[str, float]:
     """Milliseconds per text and texts per second at batch 1 and batch 16 (CPU, this process's threads)."""
     result = {}
     for batch in (1, BATCH_SIZE):
-        through_plugin(plugin, texts[:batch], batch)  # warm-up
+        harness = plugin(backend, weights_dir, batch)
+        through_plugin(harness, texts[:batch])  # warm-up
         started = time.perf_counter()
-        through_plugin(plugin, texts, batch)
+        through_plugin(harness, texts)
         seconds = time.perf_counter() - started
         result[f"batch{batch}_ms_per_text"] = round(1000 * seconds / len(texts), 1)
         result[f"batch{batch}_texts_per_s"] = round(len(texts) / seconds, 1)
+    result["texts"] = len(texts)
     return result
 
 
 def evaluate(weights_dir: Path | None = None, limit: int = 0, timing_texts: int = 64) -> dict[str, Any]:
     """The side-by-side tables (general short/long/all and Bible) and the latency figures."""
-    options: dict[str, Any] = {"backend": "gru"}
-    if weights_dir is not None:
-        options["weights_dir"] = str(weights_dir)
-    plugins: dict[str, Plugin] = {
-        "gru": load_plugin("translator", options),
-        "apertium": load_plugin("translator", {"backend": "apertium"}),
-    }
+    plugins = {"gru": plugin("gru", weights_dir), "apertium": plugin("apertium")}
     dictionary = FreeDictBaseline()
     systems: dict[str, Callable[[Sequence[str]], list[str]]] = {
         "gru": lambda texts: through_plugin(plugins["gru"], texts),
@@ -137,7 +143,7 @@ def evaluate(weights_dir: Path | None = None, limit: int = 0, timing_texts: int 
     if limit:
         general = general[:limit] + [p for p in general if p.kind == "long"][: limit // 3]
         bible = bible[:limit]
-    report: dict[str, Any] = {"model_version": plugins["gru"].model_version, "sacrebleu": sacrebleu.__version__}
+    report: dict[str, Any] = {"model_version": plugins["gru"].plugin.model_version, "sacrebleu": sacrebleu.__version__}
     outputs: dict[str, dict[str, list[str]]] = {}
     for set_name, english, references in (
         ("general", [p.en for p in general], [p.es for p in general]),
@@ -145,6 +151,7 @@ def evaluate(weights_dir: Path | None = None, limit: int = 0, timing_texts: int 
     ):
         outputs[set_name] = {name: run(english) for name, run in systems.items()}
         report[set_name] = scored(outputs[set_name], references)
+        report[set_name]["passed_through_as_not_english"] = passed_through(plugins["apertium"], english)
         if set_name == "general":
             for kind in ("short", "long"):
                 index = [i for i, p in enumerate(general) if p.kind == kind]
@@ -155,7 +162,7 @@ def evaluate(weights_dir: Path | None = None, limit: int = 0, timing_texts: int 
     chrf.corpus_score(["a"], [["a"]])
     report["signatures"] = {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
     timing = [p.en for p in general if p.kind == "short"][:timing_texts]
-    report["latency_cpu_1_thread"] = {name: latency(plugins[name], timing) for name in ("gru", "apertium")}
+    report["latency_cpu_1_thread"] = {name: latency(name, timing, weights_dir) for name in ("gru", "apertium")}
     report["examples"] = [
         {"en": p.en, "reference": p.es, **{name: outputs["general"][name][i] for name in ("gru", "apertium")}}
         for i, p in enumerate(general[:8])

@@ -4,14 +4,16 @@ Consumes ``upload`` events (``title`` and ``description``; ``event.language`` is
 and ``transcript`` results of the speech plugin (``body["text"]``, ``body["language"]``);
 produces ``translation``. Only English -> Spanish: an event whose configured targets
 (option ``targets``, default ``["es"]``) hold no Spanish gives ``None`` from ``prepare``.
+Options are the pydantic model ``TranslatorOptions`` (``Translator.Options``).
 
 Each non-empty field is checked by language identification (``language``) before
 anything is translated. A field that is not English is passed through unchanged
 (``non_english: "pass"``, the default) or the event is refused with ``InvalidInput``
 (``non_english: "refuse"``); it is never "translated". English fields are cut into
 segments (``segments``), at most ``max_segments`` per field, translated by the
-configured backend (option ``backend``: ``"gru"``, the plugin's own network, or
-``"apertium"``, Debian's rule-based system) and joined. Result body:
+configured backend (option ``backend``: ``"apertium"``, Debian's rule-based system and
+the default, being the better of the two on the general held-out set; or ``"gru"``, the
+plugin's own network) and joined with single spaces. Result body:
 
     {"source_language": "en", "target_language": "es", "backend": "apertium",
      "fields": {"title": "...", "description": "..."}   (or {"text": ...} for transcripts),
@@ -19,10 +21,13 @@ configured backend (option ``backend``: ``"gru"``, the plugin's own network, or
      "segments": {"title": [{"source": [0, 20], "target": [0, 19], "truncated": false}], ...},
      "truncated": false, "model_version": "..."}
 
-``segments`` gives, per translated field, the character span of each source segment
-and of its translation in the output. ``truncated`` is true when anything was cut: a
-segment beyond ``max_segments``, a segment over the source subword limit, or an
-output that hit its length limit.
+``languages`` holds, per non-empty field, the detected language (``"und"`` for a text
+without letters, such as a bare URL), its probability, and whether it was translated.
+``source_language``/``target_language`` name the pair the plugin translates, also when
+every field was passed through. ``segments`` gives, per translated field, the character
+span ``[start, end)`` of each source segment and of its translation in the output.
+``truncated`` is true when anything was cut: a segment beyond ``max_segments``, a
+segment over the source subword limit, or an output that hit its length limit (GRU).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import DerivedEvent, Event, UploadEvent
@@ -41,13 +48,68 @@ from streamproc_translator.segments import Span, segment
 from streamproc_translator.translator import Decoded, EncodedSource, TextTranslator
 
 SUPPORTED_PAIRS = frozenset({("en", "es")})
-BACKENDS = ("gru", "apertium")
-DEFAULT_BACKEND = "apertium"
+DEFAULT_BACKEND: Literal["gru", "apertium"] = "apertium"
 """The better of the two on the general held-out set (see the README's table)."""
 DEFAULT_MAX_SEGMENTS = 16
 MAX_SEGMENT_WORDS = 30
 """Longer sentences are cut at a clause boundary (the issue: > 30 words dropped content)."""
-NON_ENGLISH_POLICIES = ("pass", "refuse")
+
+
+def base_language(code: str) -> str:
+    """``"en-US"`` -> ``"en"``."""
+    return code.split("-")[0].lower()
+
+
+class TranslatorOptions(BaseModel):
+    """``plugins.translator.options``; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[str] = Field(
+        default_factory=lambda: ["es"],
+        description="Target language codes (a single code is accepted); only 'es' is translated, "
+        "regional codes are reduced to the language ('es-MX' -> 'es').",
+    )
+    backend: Literal["gru", "apertium"] = Field(
+        default=DEFAULT_BACKEND,
+        description="'apertium': Debian's rule-based eng-spa system (needs the apertium and "
+        "apertium-eng-spa packages; the better one on the general held-out set, see the README); "
+        "'gru': the plugin's own GRU attention network.",
+    )
+    max_segments: int = Field(
+        default=DEFAULT_MAX_SEGMENTS, ge=1, description="Segments translated per field; more sets truncated."
+    )
+    non_english: Literal["pass", "refuse"] = Field(
+        default="pass",
+        description="A field identified as not English is passed through unchanged ('pass') or the "
+        "event is refused with InvalidInput ('refuse'); it is never translated.",
+    )
+    weights_dir: str | None = Field(
+        default=None, description="GRU backend: folder of the weights (default: the packaged ones)."
+    )
+    apertium_executable: str = Field(
+        default="apertium", description="Apertium backend: the apertium command (name or path)."
+    )
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("targets")
+    @classmethod
+    def _base_languages(cls, value: list[str]) -> list[str]:
+        return [base_language(code) for code in value]
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> TranslatorOptions:
+        """Raises ``ConfigError`` naming the first bad option (as the engine does)."""
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            raise ConfigError(f"plugins.translator.options.{where}: {first['msg']}") from None
 
 
 @dataclass(frozen=True)
@@ -81,11 +143,6 @@ class Translation:
     truncated: bool
 
 
-def base_language(code: str) -> str:
-    """``"en-US"`` -> ``"en"``."""
-    return code.split("-")[0].lower()
-
-
 class Translator(Plugin):
     """English -> Spanish translator with language identification and two backends."""
 
@@ -93,40 +150,28 @@ class Translator(Plugin):
     consumes = ("upload", "transcript")
     produces = "translation"
     batch_policy = BatchPolicy(max_batch_size=16, max_wait_ms=10.0, max_queue=128)
+    Options: ClassVar[type[BaseModel] | None] = TranslatorOptions
 
     def load(self, context: LoadContext) -> None:
-        """Read options and load the backend.
+        """Load language identification and the configured backend (see ``TranslatorOptions``).
 
-        Options: ``targets``, ``max_segments``, ``backend`` (``"gru"`` | ``"apertium"``),
-        ``non_english`` (``"pass"`` | ``"refuse"``), ``weights_dir`` (gru). Raises
-        ``ConfigError`` for a malformed option, and for the apertium backend when the
+        Raises ``ConfigError`` for a malformed option, and for the apertium backend when the
         ``apertium`` binary or its eng-spa data is missing.
         """
-        options = context.options
-        targets = options.get("targets", ["es"])
-        if isinstance(targets, str):
-            targets = [targets]
-        if not isinstance(targets, Sequence) or not all(isinstance(t, str) for t in targets):
-            raise ConfigError(f"translator.targets: a list of language codes is required, got {targets!r}")
-        self.targets = [base_language(t) for t in targets]
-        self.max_segments = options.get("max_segments", DEFAULT_MAX_SEGMENTS)
-        if not isinstance(self.max_segments, int) or self.max_segments < 1:
-            raise ConfigError(f"translator.max_segments: a positive integer is required, got {self.max_segments!r}")
-        self.backend = options.get("backend", DEFAULT_BACKEND)
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"translator.backend: one of {', '.join(BACKENDS)} is required, got {self.backend!r}")
-        self.non_english = options.get("non_english", "pass")
-        if self.non_english not in NON_ENGLISH_POLICIES:
-            raise ConfigError(f"translator.non_english: 'pass' or 'refuse' is required, got {self.non_english!r}")
+        options = TranslatorOptions.parse(context.options)
+        self.targets = options.targets
+        self.max_segments = options.max_segments
+        self.backend = options.backend
+        self.non_english = options.non_english
         self.guard = LanguageGuard()
         self.gru: TextTranslator | None = None
         self.apertium: ApertiumTranslator | None = None
         if self.backend == "gru":
-            weights_dir = options.get("weights_dir")
-            self.gru = TextTranslator.load(Path(weights_dir) if weights_dir else None, context.device)
+            weights_dir = Path(options.weights_dir) if options.weights_dir else None
+            self.gru = TextTranslator.load(weights_dir, context.device)
             self.model_version = self.gru.version
         else:
-            self.apertium = ApertiumTranslator(options.get("apertium_executable", "apertium"))
+            self.apertium = ApertiumTranslator(options.apertium_executable)
             self.model_version = self.apertium.version
 
     def prepare(self, event: Event, state: Mapping[str, Any] | None) -> TranslationJob | None:

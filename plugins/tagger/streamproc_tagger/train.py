@@ -19,6 +19,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from streamproc_tagger.data import (
     split_train_validation,
     to_float,
 )
-from streamproc_tagger.evaluate import (
+from streamproc_tagger.metrics import (
     classification_metrics,
     fit_temperature,
     majority_baseline,
@@ -48,9 +49,13 @@ from streamproc_tagger.model import (
     WEIGHTS_FILE,
     SeedNet,
     TaggerNet,
+    load_tagger,
     shipped_weights_dir,
     weights_version,
 )
+from streamproc_tagger.outliers import outlier_images
+from streamproc_tagger.outliers import sources as outlier_sources
+from streamproc_tagger.product import render_set
 
 CROP_PADDING = 2
 
@@ -70,6 +75,24 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], crops.flip(3), crops)
 
 
+@dataclass(frozen=True)
+class OpenSetTraining:
+    """The optional open-set parts of tagger training.
+
+    ``product_images`` holds one product-style rendering (``product.render_set``) per fit
+    image, used instead of the plain image with probability ``product_fraction``.
+    ``outliers`` are preprocessed non-clothing images (train-role sources only); each step
+    adds ``outlier_batch`` of them with the outlier-exposure loss (cross-entropy to the
+    uniform distribution, Hendrycks et al. 2019) weighted by ``outlier_weight``.
+    """
+
+    product_images: torch.Tensor | None = None
+    product_fraction: float = 0.0
+    outliers: torch.Tensor | None = None
+    outlier_batch: int = 0
+    outlier_weight: float = 0.0
+
+
 def run_epoch(
     model: nn.Module,
     data: ImageSet,
@@ -79,18 +102,32 @@ def run_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augmented: bool = False,
     label_smoothing: float = 0.0,
+    open_set: OpenSetTraining | None = None,
 ) -> float:
     """One shuffled pass over ``data``; returns the mean training loss."""
     model.train()
+    open_set = open_set or OpenSetTraining()
     order = torch.randperm(len(data), generator=generator)
     total, seen = 0.0, 0
     for start in range(0, len(data), batch_size):
         idx = order[start : start + batch_size]
-        images = to_float(data.images[idx])
+        pixels = data.images[idx]
+        if open_set.product_images is not None:
+            use_product = torch.rand(len(idx), generator=generator) < open_set.product_fraction
+            pixels = torch.where(use_product[:, None, None, None], open_set.product_images[idx], pixels)
+        n_in = len(idx)
+        if open_set.outliers is not None and open_set.outlier_batch > 0:
+            pick = torch.randint(0, len(open_set.outliers), (open_set.outlier_batch,), generator=generator)
+            pixels = torch.cat([pixels, open_set.outliers[pick]])
+        images = to_float(pixels)
         if augmented:
             images = augment(images, generator)
         images = images.contiguous(memory_format=torch.channels_last)
-        loss = nn.functional.cross_entropy(model(images), data.labels[idx], label_smoothing=label_smoothing)
+        logits = model(images)
+        loss = nn.functional.cross_entropy(logits[:n_in], data.labels[idx], label_smoothing=label_smoothing)
+        if len(logits) > n_in:
+            uniform_ce = -nn.functional.log_softmax(logits[n_in:], dim=1).mean()
+            loss = loss + open_set.outlier_weight * uniform_ce
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -114,11 +151,43 @@ def train_seed_baseline(train: ImageSet, epochs: int = 5, seed: int = 0, batch_s
     return model.eval()
 
 
+def open_set_training(fit: ImageSet, args: argparse.Namespace) -> OpenSetTraining:
+    """Render the product-style copies and the outlier pool that ``args`` ask for."""
+    product_images, outliers = None, None
+    if args.product_augment > 0:
+        log(f"rendering {len(fit)} product-style copies of the fit images ...")
+        product_images = render_set(fit.images, None, seed=args.seed)
+    if args.outlier_exposure > 0:
+        pool = []
+        for candidate in outlier_sources("train"):
+            log(f"outlier exposure: {args.outliers_per_source} images from {candidate.name} ...")
+            pool.append(outlier_images(candidate, args.outliers_per_source, seed=args.seed))
+        outliers = torch.cat(pool)
+    return OpenSetTraining(
+        product_images=product_images,
+        product_fraction=args.product_augment,
+        outliers=outliers,
+        outlier_batch=args.outlier_batch if outliers is not None else 0,
+        outlier_weight=args.outlier_exposure,
+    )
+
+
 def train_tagger(fit: ImageSet, val: ImageSet, args: argparse.Namespace) -> tuple[TaggerNet, list[dict[str, float]]]:
-    """Train ``TaggerNet``; returns the best-validation-accuracy model and the history."""
+    """Train ``TaggerNet``; returns the best-validation-accuracy model and the history.
+
+    Starts from ``args.init_weights`` when given (fine-tuning), else from scratch. Stops
+    early after ``args.patience`` epochs without validation gain, or after the epoch that
+    passes ``args.max_minutes`` of wall time.
+    """
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    model = TaggerNet(dropout=args.dropout).to(memory_format=torch.channels_last)
+    open_set = open_set_training(fit, args)
+    if args.init_weights is not None:
+        model = load_tagger("cpu", args.init_weights).to(memory_format=torch.channels_last)
+        model.temperature.fill_(1.0)
+        log(f"fine-tuning from {args.init_weights} ({model.model_version})")
+    else:
+        model = TaggerNet(dropout=args.dropout).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = args.epochs * -(-len(fit) // args.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.25)
@@ -126,7 +195,9 @@ def train_tagger(fit: ImageSet, val: ImageSet, args: argparse.Namespace) -> tupl
     history: list[dict[str, float]] = []
     start = time.monotonic()
     for epoch in range(1, args.epochs + 1):
-        loss = run_epoch(model, fit, optimizer, args.batch_size, generator, scheduler, True, args.label_smoothing)
+        loss = run_epoch(
+            model, fit, optimizer, args.batch_size, generator, scheduler, True, args.label_smoothing, open_set
+        )
         logits = predict_logits(model, val.images)
         val_acc = float((logits.argmax(1) == val.labels).float().mean())
         elapsed = time.monotonic() - start
@@ -140,6 +211,9 @@ def train_tagger(fit: ImageSet, val: ImageSet, args: argparse.Namespace) -> tupl
             if since_best >= args.patience:
                 log(f"early stop: no validation gain for {args.patience} epochs")
                 break
+        if args.max_minutes is not None and elapsed > 60 * args.max_minutes:
+            log(f"stop: wall-time budget of {args.max_minutes} min used")
+            break
     model.load_state_dict(best_state)
     return model.eval(), history
 
@@ -175,6 +249,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="default: the package weights")
+    parser.add_argument("--init-weights", type=Path, default=None, help="fine-tune from this weights folder")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch passing this")
+    parser.add_argument(
+        "--product-augment", type=float, default=0.0, help="fraction of items shown as product-style renderings"
+    )
+    parser.add_argument("--outlier-exposure", type=float, default=0.0, help="weight of the outlier-exposure loss")
+    parser.add_argument("--outlier-batch", type=int, default=64, help="outliers added to each batch")
+    parser.add_argument("--outliers-per-source", type=int, default=3000)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out or shipped_weights_dir()
@@ -205,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     args.epochs = args.epochs or 10
+    previous_version = weights_version(args.init_weights / WEIGHTS_FILE) if args.init_weights else None
     fit, val = split_train_validation(train)
     log(f"training TaggerNet on {len(fit)} images, validating on {len(val)}")
     model, history = train_tagger(fit, val, args)
@@ -247,9 +330,27 @@ def main(argv: list[str] | None = None) -> None:
                 "best_epoch": int(max(history, key=lambda h: h["val_accuracy"])["epoch"]),
                 "history": history,
                 "hyperparameters": {
-                    k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay", "dropout", "label_smoothing")
+                    k: getattr(args, k)
+                    for k in (
+                        "batch_size",
+                        "lr",
+                        "weight_decay",
+                        "dropout",
+                        "label_smoothing",
+                        "product_augment",
+                        "outlier_exposure",
+                        "outlier_batch",
+                        "outliers_per_source",
+                    )
                 },
-                "augmentation": f"random 28x28 crop of {CROP_PADDING}-px zero-padded image, horizontal flip p=0.5",
+                "init_weights": previous_version,
+                "augmentation": f"random 28x28 crop of {CROP_PADDING}-px zero-padded image, horizontal flip p=0.5"
+                + (
+                    f"; {args.product_augment:.0%} of items as product-style renderings (product.random_style)"
+                    if args.product_augment > 0
+                    else ""
+                ),
+                "outlier_exposure_sources": [s.name for s in outlier_sources("train")] if args.outlier_exposure else [],
                 "temperature": round(temperature, 4),
             },
             "validation": classification_metrics(val_logits, val.labels, temperature),

@@ -1,4 +1,5 @@
-"""The tagger plugin, discovered through its entry point, on real and malformed images."""
+"""The tagger plugin, discovered through its entry point and run as the worker runs it
+(``streamproc.testing.PluginHarness``), on real and malformed images."""
 
 from __future__ import annotations
 
@@ -9,57 +10,64 @@ import pytest
 import torch
 from PIL import Image
 from streamproc_tagger.data import CLASS_LABELS, load_split
+from streamproc_tagger.plugin import TaggerPlugin
 from streamproc_tagger.preprocess import image_tensor
 from tagger_testdata import needs_fashion_mnist, photos, png_bytes, random_bytes, upload
 
-from streamproc.errors import ConfigError, InvalidInput, MediaError
+from streamproc.errors import ConfigError
 from streamproc.events import ArtworkRequest
-from streamproc.plugin import Plugin
-from streamproc.registry import load_plugin
+from streamproc.testing import PluginHarness, check_contract
 
 __all__ = ["photos"]  # the fixture, re-exported for pytest
 
 
 @pytest.fixture(scope="module")
-def plugin() -> Plugin:
+def harness() -> PluginHarness:
     torch.set_num_threads(1)
-    return load_plugin("tagger")
+    return PluginHarness.load("tagger")
 
 
-def run(plugin: Plugin, images: list[bytes]) -> list[dict]:
-    events = [upload(image, n) for n, image in enumerate(images)]
-    outputs = plugin.infer([plugin.prepare(event, None) for event in events])
-    assert len(outputs) == len(events)
-    return [dict(plugin.result(e, o)) for e, o in zip(events, outputs, strict=True)]
+def bodies(harness: PluginHarness, images: list[bytes]) -> list[dict]:
+    """The result body of an upload carrying each image, in order."""
+    results = harness.results([upload(image, n) for n, image in enumerate(images)])
+    assert all(body is not None for body in results)
+    return [body for body in results if body is not None]
 
 
-def test_entry_point_declares_tagger_for_uploads(plugin: Plugin) -> None:
+def test_entry_point_declares_tagger_for_uploads(harness: PluginHarness) -> None:
+    plugin = harness.plugin
     assert (plugin.name, plugin.consumes, plugin.produces) == ("tagger", ("upload",), "tags")
     assert plugin.model_version.startswith("tagger-") and len(plugin.model_version) == 19
 
 
-def test_real_photos_get_top3_tags_sorted_by_probability(plugin: Plugin, photos: dict[str, bytes]) -> None:
-    results = run(plugin, list(photos.values()))
-    for body in results:
+def test_tagger_meets_the_plugin_contract(photos: dict[str, bytes]) -> None:
+    torch.set_num_threads(1)
+    items = [png_bytes(Image.fromarray(load_split("test").images[n, 0].numpy())) for n in range(3)]
+    events = [
+        *(upload(image, n) for n, image in enumerate([*photos.values(), *items])),
+        upload(png_bytes(Image.new("RGB", (1, 1), (200, 10, 10))), 10),  # blank: rejected
+        upload(None, 11, artwork=ArtworkRequest(category="bag")),  # not for the tagger: skipped
+    ]
+    # No refused image here: streamproc.media's "corrupt or truncated PNG" reason embeds the
+    # address of a BytesIO object, so two runs give two reasons (a core issue, reported);
+    # refusals are tested below.
+    report = check_contract(lambda: PluginHarness.load("tagger"), events)
+    assert (report.results, report.skipped, report.failed) == (len(events) - 1, 1, 0)
+
+
+def test_real_photos_get_top3_tags_sorted_by_probability(harness: PluginHarness, photos: dict[str, bytes]) -> None:
+    for body in bodies(harness, list(photos.values())):
         probs = [tag["probability"] for tag in body["tags"]]
         assert len(body["tags"]) == 3
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
         assert {tag["label"] for tag in body["tags"]} <= set(CLASS_LABELS)
-        assert body["model_version"] == plugin.model_version
-
-
-def test_batch_gives_the_same_outputs_as_one_by_one(plugin: Plugin, photos: dict[str, bytes]) -> None:
-    images = list(photos.values())
-    batched = plugin.infer([plugin.prepare(upload(b, n), None) for n, b in enumerate(images)])
-    for n, image in enumerate(images):
-        (single,) = plugin.infer([plugin.prepare(upload(image, n), None)])
-        torch.testing.assert_close(batched[n], single, atol=1e-5, rtol=1e-4)
+        assert body["model_version"] == harness.plugin.model_version
 
 
 @needs_fashion_mnist
-def test_test_set_products_shot_on_white_are_tagged_like_the_dataset(plugin: Plugin) -> None:
+def test_test_set_products_shot_on_white_are_tagged_like_the_dataset(harness: PluginHarness) -> None:
     """Fashion-MNIST test images, negated to black-on-white and enlarged to 112x112 RGB
-    PNG/JPEG (like product photos), keep the model's test accuracy."""
+    PNG/JPEG (like product photos), keep the model's test accuracy and are not rejected."""
     test = load_split("test")
     images = []
     for n in range(200):
@@ -68,14 +76,17 @@ def test_test_set_products_shot_on_white_are_tagged_like_the_dataset(plugin: Plu
         buffer = io.BytesIO()
         photo.convert("RGB").save(buffer, format="JPEG" if n % 2 else "PNG", quality=90)
         images.append(buffer.getvalue())
-    results = run(plugin, images)
+    results = bodies(harness, images)
     top1 = [CLASS_LABELS.index(body["tags"][0]["label"]) for body in results]
     accuracy = float(np.mean(np.array(top1) == test.labels[:200].numpy()))
-    assert accuracy >= 0.85
+    assert accuracy >= 0.9
+    assert sum(body["in_distribution"] for body in results) >= 190
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
-def test_png_modes_are_preprocessed_to_28x28_in_unit_range(plugin: Plugin, photos: dict[str, bytes], mode: str) -> None:
+def test_png_modes_are_preprocessed_to_28x28_in_unit_range(
+    harness: PluginHarness, photos: dict[str, bytes], mode: str
+) -> None:
     photo = Image.open(io.BytesIO(photos["chelsea"]))
     if mode == "I;16":
         wide = np.asarray(photo.convert("L"), dtype=np.uint16) * 257
@@ -85,7 +96,7 @@ def test_png_modes_are_preprocessed_to_28x28_in_unit_range(plugin: Plugin, photo
         image.putalpha(Image.linear_gradient("L").resize(photo.size))
     else:
         image = photo.convert(mode)
-    (body,) = run(plugin, [png_bytes(image)])
+    (body,) = bodies(harness, [png_bytes(image)])
     tensor = image_tensor(png_bytes(image))
     assert tensor.shape == (1, 28, 28) and tensor.dtype == torch.float32
     assert float(tensor.min()) >= 0.0 and float(tensor.max()) <= 1.0
@@ -104,34 +115,48 @@ def test_preprocessing_is_deterministic(photos: dict[str, bytes]) -> None:
     assert torch.equal(image_tensor(photos["china"]), image_tensor(photos["china"]))
 
 
-def test_truncated_png_is_refused_with_media_error(plugin: Plugin, photos: dict[str, bytes]) -> None:
+def test_truncated_png_is_refused_at_prepare_with_its_reason(harness: PluginHarness, photos: dict[str, bytes]) -> None:
     data = photos["astronaut"]
-    with pytest.raises(MediaError, match="image: corrupt or truncated PNG"):
-        plugin.prepare(upload(data[: len(data) // 2]), None)
+    (outcome,) = harness.run([upload(data[: len(data) // 2])])
+    assert outcome.failure is not None and outcome.failure.stage == "prepare"
+    assert outcome.failure.reason.startswith("image: corrupt or truncated PNG")
 
 
 @pytest.mark.parametrize("prefix", [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"])
-def test_random_bytes_are_refused_with_media_error(plugin: Plugin, prefix: bytes) -> None:
-    with pytest.raises(MediaError, match=r"^image: "):
-        plugin.prepare(upload(prefix + random_bytes(2000)), None)
+def test_random_bytes_are_refused_at_prepare_with_an_image_reason(harness: PluginHarness, prefix: bytes) -> None:
+    (outcome,) = harness.run([upload(prefix + random_bytes(2000))])
+    assert outcome.failure is not None and outcome.failure.stage == "prepare"
+    assert outcome.failure.reason.startswith("image: ")
 
 
-def test_upload_without_image_is_not_for_the_tagger(plugin: Plugin) -> None:
-    event = upload(None, artwork=ArtworkRequest(category="bag"))
-    assert plugin.prepare(event, None) is None
+def test_upload_without_image_is_not_for_the_tagger(harness: PluginHarness) -> None:
+    (outcome,) = harness.run([upload(None, artwork=ArtworkRequest(category="bag"))])
+    assert outcome.skipped
 
 
-def test_upload_with_only_an_image_uri_is_refused_with_reason(plugin: Plugin) -> None:
-    with pytest.raises(InvalidInput, match=r"^image_uri: "):
-        plugin.prepare(upload(None, image_uri="https://example.com/a.png"), None)
+def test_upload_with_only_an_image_uri_is_refused_with_reason(harness: PluginHarness) -> None:
+    (outcome,) = harness.run([upload(None, image_uri="https://example.com/a.png")])
+    assert outcome.failure is not None and outcome.failure.reason.startswith("image_uri: ")
 
 
 def test_top_k_option_sets_the_number_of_tags(photos: dict[str, bytes]) -> None:
-    (body,) = run(load_plugin("tagger", {"top_k": 5}), [photos["flower"]])
+    (body,) = bodies(PluginHarness.load("tagger", {"top_k": 5}), [photos["flower"]])
     assert len(body["tags"]) == 5
 
 
-@pytest.mark.parametrize("top_k", [0, 11, "3", True])
+@pytest.mark.parametrize("top_k", [0, 11, "3", True, 2.0])
 def test_invalid_top_k_option_is_a_config_error(top_k: object) -> None:
-    with pytest.raises(ConfigError, match="top_k"):
-        load_plugin("tagger", {"top_k": top_k})
+    with pytest.raises(ConfigError, match=r"^plugins\.tagger\.options\.top_k: "):
+        PluginHarness.load("tagger", {"top_k": top_k})
+
+
+def test_unknown_option_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^plugins\.tagger\.options\.threshold: "):
+        PluginHarness.load("tagger", {"threshold": 0.1})
+
+
+def test_every_option_is_described() -> None:
+    assert TaggerPlugin.Options is not None
+    fields = TaggerPlugin.Options.model_fields
+    assert set(fields) == {"top_k", "rejection_threshold", "weights_dir"}
+    assert all(field.description for field in fields.values())

@@ -15,6 +15,7 @@ from streamproc_tagger.metrics import (
     false_accept_rate,
     majority_baseline,
     predict_logits,
+    wilson_ci,
 )
 from streamproc_tagger.model import load_tagger, shipped_weights_dir
 from streamproc_tagger.openset import load_detector, model_outputs
@@ -95,3 +96,24 @@ def test_product_style_renderings_keep_the_plain_test_accuracy(style: str) -> No
     rendered = float((predict_logits(model, rendered_images).argmax(1) == test.labels).float().mean())
     print(f"{style}: rendered {rendered:.4f} vs plain {plain:.4f}")
     assert rendered >= plain - PRODUCT_TOLERANCE
+
+
+CALIBRATION_ITEMS = 2000
+
+
+@pytest.mark.quality
+@needs_fashion_mnist
+@pytest.mark.parametrize("threshold", [0.02, 0.1, 0.5])
+def test_in_distribution_score_rejects_about_its_threshold_of_real_items(threshold: float) -> None:
+    """The score is a conformal p-value against validation items: on 2,000 held-out test
+    items, a threshold t rejects a fraction of them whose 95% Wilson interval holds t
+    (widened by 1 point for the small shift between validation and test items)."""
+    torch.set_num_threads(1)
+    folder = shipped_weights_dir()
+    model, detector = load_tagger("cpu", folder), load_detector(folder)
+    test = load_split("test").subset(np.arange(CALIBRATION_ITEMS))
+    scores = detector.in_distribution_score(model_outputs(model, to_float(test.images)))
+    rejected = int((scores < threshold).sum())
+    low, high = wilson_ci(rejected, CALIBRATION_ITEMS)
+    print(f"threshold {threshold}: rejected {rejected / CALIBRATION_ITEMS:.4f} [{low}, {high}]")
+    assert low - 0.01 <= threshold <= high + 0.01

@@ -9,8 +9,10 @@ import torch
 from streamproc_translator import data
 from streamproc_translator.baselines import FREEDICT_DATA, FreeDictBaseline
 from streamproc_translator.bpe import UNK_ID, Tokenizer, learn_bpe, normalize_source
+from streamproc_translator.corpus import DuplicateFilter, fingerprint
 from streamproc_translator.model import repeated_ngram_ban
 from streamproc_translator.segments import segment
+from streamproc_translator.train import heldout_filter
 
 
 def test_footnotes_become_a_space_and_strongs_tags_vanish() -> None:
@@ -79,3 +81,25 @@ def test_segments_cut_long_sentences_at_clauses_and_keep_every_word() -> None:
     assert all(len(text[s:e].split()) <= 10 for s, e in spans)
     assert " ".join(text[s:e] for s, e in spans).split() == text.split()
     assert text[spans[0][0] : spans[0][1]] == "Short one."
+
+
+@pytest.mark.skipif(shutil.which("mod2imp") is None, reason="needs libsword-utils")
+def test_bible_training_verses_that_duplicate_held_out_ones_are_dropped() -> None:
+    verses = data.bible_pairs()
+    heldout = data.heldout_pairs(verses)
+    train = [p for p in verses if data.split_of(p.key) == "train"]
+    fresh = heldout_filter([(p.en, p.es) for p in heldout])
+    held_keys = {fingerprint(p.en) for p in heldout}
+    assert any(fingerprint(p.en) in held_keys for p in train)  # the split alone leaks repeated verses
+    kept = [p for p in train if fresh(p)]
+    assert not any(fingerprint(p.en) in held_keys for p in kept)
+    showcase = "Grace to you and peace from God our Father and the Lord Jesus Christ."
+    assert any(p.en == showcase for p in heldout)
+    assert not any(showcase.lower().rstrip(".") in p.en.lower() for p in kept)
+
+
+def test_near_duplicates_share_half_the_trigrams_of_a_held_out_text() -> None:
+    held = DuplicateFilter(["A fast, small and lightweight image viewer for the X Window System"])
+    assert "a fast small and lightweight image viewer for the x window system!" in held
+    assert "A fast, small and lightweight image viewer for GNOME and KDE" in held
+    assert "A small command-line tool to convert images" not in held

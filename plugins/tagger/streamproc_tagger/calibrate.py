@@ -74,7 +74,8 @@ def calibrate(weights_dir: Path, per_source: int = DEFAULT_PER_SOURCE, seed: int
         outlier_outputs[candidate.name] = model_outputs(model, to_float(outlier_images(candidate, per_source, seed)))
     val_scores = candidate_scores(val_outputs, temperature, gaussians)
     standardise = {k: (float(v.mean()), float(v.std())) for k, v in val_scores.items()}
-    detectors = {m: OpenSetDetector(m, gaussians, temperature, torch.zeros(1), standardise) for m in METHODS}
+    version = model.model_version
+    detectors = {m: OpenSetDetector(m, gaussians, temperature, torch.zeros(1), standardise, version) for m in METHODS}
     table = {
         method: method_figures(
             detector.raw_score(val_outputs).numpy(),
@@ -87,7 +88,8 @@ def calibrate(weights_dir: Path, per_source: int = DEFAULT_PER_SOURCE, seed: int
         figures = table[method]
         log(f"{method:20s} AUROC {figures['auroc']:.4f}  false accept at 2% {figures['false_accept_at_2pct']:.4f}")
     log(f"chosen: {chosen}")
-    detector = OpenSetDetector(chosen, gaussians, temperature, detectors[chosen].raw_score(val_outputs), standardise)
+    reference = detectors[chosen].raw_score(val_outputs)
+    detector = OpenSetDetector(chosen, gaussians, temperature, reference, standardise, version)
     report = {
         "chosen_method": chosen,
         "selection_rule": "lowest pooled false-accept rate at 2% validation rejection, then highest AUROC",

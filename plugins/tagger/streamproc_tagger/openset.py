@@ -115,9 +115,13 @@ class OpenSetDetector:
         temperature: float,
         reference: torch.Tensor,
         standardise: dict[str, tuple[float, float]],
+        model_version: str,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method: one of {METHODS}, got {method!r}")
+        self.model_version = model_version
+        """The weights (``tagger-...``) whose outputs the detector was fitted on; it is
+        meaningless for any other weights."""
         self.method = method
         self.fit = fit
         self.temperature = temperature
@@ -158,6 +162,7 @@ class OpenSetDetector:
             str(folder / DETECTOR_FILE),
         )
         config = {
+            "model_version": self.model_version,
             "method": self.method,
             "temperature": self.temperature,
             "standardise": {k: list(v) for k, v in self.standardise.items()},
@@ -166,16 +171,25 @@ class OpenSetDetector:
         (folder / DETECTOR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
 
+class DetectorMismatch(ValueError):
+    """A detector file that cannot serve the weights next to it (other weights, other shape)."""
+
+
 def load_detector(folder: Path) -> OpenSetDetector:
-    """The detector saved in ``folder``; raises ``FileNotFoundError`` when it has none."""
+    """The detector saved in ``folder``; raises ``FileNotFoundError`` when it has none and
+    ``DetectorMismatch`` when its files are not for a ``FEATURE_DIM``-feature tagger or do
+    not say which weights they were fitted on."""
     tensors = load_file(str(folder / DETECTOR_FILE))
     config = json.loads((folder / DETECTOR_CONFIG).read_text())
     if tensors["class_means"].shape[1] != FEATURE_DIM:
-        raise ValueError(f"{folder / DETECTOR_FILE}: class means are not {FEATURE_DIM}-dimensional")
+        raise DetectorMismatch(f"{folder / DETECTOR_FILE}: class means are not {FEATURE_DIM}-dimensional")
+    if not isinstance(config.get("model_version"), str):
+        raise DetectorMismatch(f"{folder / DETECTOR_CONFIG}: no model_version (fitted for which weights?)")
     return OpenSetDetector(
         method=config["method"],
         fit=GaussianFit(tensors["class_means"], tensors["precision"]),
         temperature=float(config["temperature"]),
         reference=tensors["reference"],
         standardise={k: (float(v[0]), float(v[1])) for k, v in config["standardise"].items()},
+        model_version=config["model_version"],
     )

@@ -34,7 +34,13 @@ from streamproc.events import Event, UploadEvent
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
 from streamproc_tagger.data import CLASS_LABELS, CLASS_NAMES
 from streamproc_tagger.model import TaggerNet, load_tagger, shipped_weights_dir
-from streamproc_tagger.openset import BLANK_LEVEL, DEFAULT_REJECTION_THRESHOLD, ModelOutputs, load_detector
+from streamproc_tagger.openset import (
+    BLANK_LEVEL,
+    DEFAULT_REJECTION_THRESHOLD,
+    DetectorMismatch,
+    ModelOutputs,
+    load_detector,
+)
 from streamproc_tagger.preprocess import image_tensor
 
 DEFAULT_TOP_K = 3
@@ -92,7 +98,7 @@ class TaggerPlugin(Plugin):
     def load(self, context: LoadContext) -> None:
         """Load the weights and the open-set detector on ``context.device``. ``context.options``
         are the engine-validated ``TaggerOptions`` (defaults filled in). Raises ``ConfigError``
-        for a weights folder without a detector."""
+        for a weights folder without a detector or whose detector was fitted for other weights."""
         options = TaggerOptions.model_validate(dict(context.options))
         self.top_k = options.top_k
         self.rejection_threshold = options.rejection_threshold
@@ -106,6 +112,14 @@ class TaggerPlugin(Plugin):
                 f"plugins.tagger.options.weights_dir: {folder} has no open-set detector ({exc.filename}); "
                 "run python -m streamproc_tagger.calibrate --weights-dir on it"
             ) from None
+        except DetectorMismatch as exc:
+            raise ConfigError(f"plugins.tagger.options.weights_dir: {exc}") from None
+        if self.detector.model_version != self.model.model_version:
+            raise ConfigError(
+                f"plugins.tagger.options.weights_dir: the open-set detector in {folder} was fitted for "
+                f"{self.detector.model_version}, not for these weights ({self.model.model_version}); "
+                f"run python -m streamproc_tagger.calibrate --weights-dir {folder}"
+            )
         self.model_version = self.model.model_version
 
     def prepare(self, event: Event, state: Mapping[str, Any] | None) -> torch.Tensor | None:

@@ -361,12 +361,20 @@ def main(argv: list[str] | None = None) -> None:
             "date": datetime.date.today().isoformat(),
         }
     )
+    for stale in ("product_style_test_accuracy", "open_set", "previous_model"):
+        card.pop(stale, None)  # measured on other weights; re-measure after calibrating
+    card.get("measured_by", {}).pop("open_set", None)
     card.setdefault("baselines", {})["majority_class"] = {
         "description": "always the most frequent training class (all tie: the first, label 0)",
         "test": majority_baseline(train, test),
     }
     write_json(card_path, card)
     log(f"test accuracy {card['test']['accuracy']:.4f}, wrote {out}")
+    log(
+        f"the open-set detector in {out} (if any) was fitted for other weights: run "
+        f"python -m streamproc_tagger.calibrate --weights-dir {out}, then "
+        f"python -m streamproc_tagger.evaluate --open-set --weights-dir {out} --write-card"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ them was used in training or in choosing the detector (``outliers.SOURCES`` role
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -122,3 +123,19 @@ def test_weights_folder_without_a_detector_is_a_config_error(tmp_path) -> None:
         (tmp_path / name).write_bytes((shipped_weights_dir() / name).read_bytes())
     with pytest.raises(ConfigError, match="open-set detector"):
         PluginHarness.load("tagger", {"weights_dir": str(tmp_path)})
+
+
+def test_detector_fitted_for_other_weights_is_a_config_error(tmp_path) -> None:
+    for name in ("model.safetensors", "config.json", "ood.safetensors", "ood.json"):
+        (tmp_path / name).write_bytes((shipped_weights_dir() / name).read_bytes())
+    config = json.loads((tmp_path / "ood.json").read_text())
+    (tmp_path / "ood.json").write_text(json.dumps({**config, "model_version": "tagger-000000000000"}))
+    with pytest.raises(ConfigError, match="fitted for tagger-000000000000, not for these weights"):
+        PluginHarness.load("tagger", {"weights_dir": str(tmp_path)})
+
+
+def test_a_copy_of_the_shipped_weights_loads_with_its_detector(tmp_path) -> None:
+    for name in ("model.safetensors", "config.json", "ood.safetensors", "ood.json"):
+        (tmp_path / name).write_bytes((shipped_weights_dir() / name).read_bytes())
+    copy = PluginHarness.load("tagger", {"weights_dir": str(tmp_path)})
+    assert copy.plugin.model_version == PluginHarness.load("tagger").plugin.model_version

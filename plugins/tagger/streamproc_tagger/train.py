@@ -234,7 +234,8 @@ def command_line(argv: list[str] | None) -> str:
     return " ".join(["python -m streamproc_tagger.train", *args])
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m streamproc_tagger.train``."""
     parser = argparse.ArgumentParser(
         description="Train the Fashion-MNIST tagger CNN (or, with --baseline, the seed CNN)."
     )
@@ -257,6 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outlier-exposure", type=float, default=0.0, help="weight of the outlier-exposure loss")
     parser.add_argument("--outlier-batch", type=int, default=64, help="outliers added to each batch")
     parser.add_argument("--outliers-per-source", type=int, default=3000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out or shipped_weights_dir()

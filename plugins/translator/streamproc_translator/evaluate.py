@@ -78,6 +78,11 @@ def passed_through(harness: PluginHarness, texts: Sequence[str]) -> int:
     return sum(1 for body in bodies if body is None or not body["languages"]["title"]["translated"])
 
 
+def truncated(harness: PluginHarness, texts: Sequence[str]) -> int:
+    """How many of ``texts`` came back with ``truncated: true`` (an output hit its cap, or input was cut)."""
+    return sum(1 for body in harness.results(uploads(texts)) if body is not None and body["truncated"])
+
+
 def uploads(texts: Sequence[str]) -> list[UploadEvent]:
     return [upload(t, i) for i, t in enumerate(texts)]
 
@@ -197,6 +202,7 @@ def evaluate(weights_dir: Path | None = None, limit: int = 0, timing_texts: int 
             "spanish_references_labelled_en_translated": len(references) - passed_through(plugins["gru"], references),
             "n": len(references),
         }
+        report[set_name]["gru_results_truncated"] = truncated(plugins["gru"], english)
         if set_name == "general":
             for kind in ("short", "long"):
                 index = [i for i, p in enumerate(general) if p.kind == kind]

@@ -98,13 +98,18 @@ class TaggerPlugin(Plugin):
     def load(self, context: LoadContext) -> None:
         """Load the weights and the open-set detector on ``context.device``. ``context.options``
         are the engine-validated ``TaggerOptions`` (defaults filled in). Raises ``ConfigError``
-        for a weights folder without a detector or whose detector was fitted for other weights."""
+        for a weights folder without weights or detector, or whose detector was fitted for other weights."""
         options = TaggerOptions.model_validate(dict(context.options))
         self.top_k = options.top_k
         self.rejection_threshold = options.rejection_threshold
         self.context = context
         folder = Path(options.weights_dir) if options.weights_dir else shipped_weights_dir()
-        self.model: TaggerNet = load_tagger(context.device, folder)
+        try:
+            self.model: TaggerNet = load_tagger(context.device, folder)
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"plugins.tagger.options.weights_dir: {folder} has no tagger weights ({exc.filename})"
+            ) from None
         try:
             self.detector = load_detector(folder)
         except FileNotFoundError as exc:
@@ -139,8 +144,8 @@ class TaggerPlugin(Plugin):
     def infer(self, batch: Sequence[torch.Tensor]) -> list[TaggerOutput]:
         """One forward pass over the stacked images; probabilities and open-set score of each.
 
-        The detector's arithmetic (Mahalanobis distances, p-values) runs in float32 on the
-        CPU, whatever the device and autocast precision of the forward pass."""
+        The detector's arithmetic (scores in float32, p-values in float64) runs on the CPU,
+        whatever the device and autocast precision of the forward pass."""
         stacked = torch.stack(list(batch))
         images = self.context.to_device(stacked)
         features = self.model.features(images)

@@ -139,3 +139,8 @@ def test_a_copy_of_the_shipped_weights_loads_with_its_detector(tmp_path) -> None
         (tmp_path / name).write_bytes((shipped_weights_dir() / name).read_bytes())
     copy = PluginHarness.load("tagger", {"weights_dir": str(tmp_path)})
     assert copy.plugin.model_version == PluginHarness.load("tagger").plugin.model_version
+
+
+def test_missing_weights_folder_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"^plugins\.tagger\.options\.weights_dir: .* has no tagger weights"):
+        PluginHarness.load("tagger", {"weights_dir": str(tmp_path / "nowhere")})

@@ -262,3 +262,14 @@ def test_translator_meets_the_plugin_contract_with_the_apertium_backend() -> Non
     report = check_contract(lambda: PluginHarness.load("translator", {"backend": "apertium"}), CONTRACT_EVENTS)
     assert report.results == 4
     assert report.violations == []
+
+
+def test_options_model_documents_every_field_and_fills_defaults() -> None:
+    harness = PluginHarness.load("translator", {"backend": "gru"})
+    options_model = type(harness.plugin).Options
+    assert options_model is not None
+    assert all(field.description for field in options_model.model_fields.values())
+    defaults = options_model.model_validate({}).model_dump()
+    assert defaults["backend"] == "apertium"
+    assert defaults["targets"] == ["es"]
+    assert defaults["non_english"] == "pass"

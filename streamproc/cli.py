@@ -9,12 +9,16 @@ from pathlib import Path
 
 from streamproc.config import Settings, load_settings
 from streamproc.errors import StreamprocError
-from streamproc.logs import configure_logging
+from streamproc.ops.logs import configure_logging
 
 DESCRIPTION = """Real-time ML event processor: Kafka events through PyTorch plugins to Redis and Kafka.
 
 Settings come from STREAMPROC_* environment variables and an optional YAML file
 (--config or STREAMPROC_CONFIG_FILE); see docs/configuration.md."""
+
+
+TOOL_EXTRAS = ("dev", "bench")
+"""Tool packages that ship apart from the production wheel, each with the extra of that name."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     except StreamprocError as exc:
         print(f"streamproc: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        extra = _missing_extra(exc)
+        if extra is None:
+            raise
+        print(
+            f"streamproc: error: `streamproc {args.command}` needs the {extra} tools, which this installation "
+            f"lacks: pip install 'streamproc[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra (``dev``, ``bench``) whose package is missing, if that is what failed."""
+    parts = (exc.name or "").split(".")
+    if parts[0] == "streamproc" and len(parts) > 1 and parts[1] in TOOL_EXTRAS:
+        return parts[1]
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.worker import StreamprocWorker, load_plugins
+    from streamproc.registry import load_plugins
+    from streamproc.worker import StreamprocWorker
 
     runtimes, reports = load_plugins(settings)
     StreamprocWorker(settings, runtimes, load_failures=sum(1 for r in reports if r.error)).run()
@@ -102,7 +125,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _plugins(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.worker import load_plugins
+    from streamproc.registry import load_plugins
 
     _, reports = load_plugins(settings, load_models=not args.no_load)
     if args.json:
@@ -124,18 +147,23 @@ def _plugins(args: argparse.Namespace, settings: Settings) -> int:
 def _config(args: argparse.Namespace, settings: Settings) -> int:
     import yaml
 
-    from streamproc.config import reference_markdown
+    from streamproc.config import reference_markdown, reference_rows
+    from streamproc.registry import options_reference
 
     if args.reference:
         print(reference_markdown(), end="")
+        for name, options in options_reference():
+            print(f"\nOptions of the `{name}` plugin (`plugins.{name}.options`):\n")
+            print("| YAML path | default | meaning |\n| --- | --- | --- |")
+            print("\n".join(reference_rows(options, ("plugins", name, "options"), with_env=False)))
         return 0
     print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
     return 0
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.demo_events import demo_records
-    from streamproc.producer import file_records, produce
+    from streamproc.dev.demo_events import demo_records
+    from streamproc.dev.producer import file_records, produce
 
     if args.demo is not None:
         records = list(demo_records(args.demo, bad=not args.no_bad))
@@ -149,7 +177,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
     import redis
 
-    from streamproc.feeds import FeedReader, summarize
+    from streamproc.dev.feeds import FeedReader, summarize
 
     reader = FeedReader(
         redis.Redis.from_url(settings.redis.url),
@@ -166,7 +194,7 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.demo import run_demo
+    from streamproc.dev.demo import run_demo
 
     return run_demo(settings, args.events, args.keep_stack)
 
@@ -180,13 +208,13 @@ def _skippable_stages(text: str) -> frozenset[str]:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.bench import BenchOptions, run_bench_command
+    from streamproc.bench.run import BenchOptions, run_bench_command
 
     return run_bench_command(settings, BenchOptions.from_args(args))
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.stack import LocalStack, main_progress
+    from streamproc.dev.stack import LocalStack, main_progress
 
     stack = LocalStack(args.home)
     if args.action == "fetch":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from streamproc.errors import ConfigError
 from streamproc.events import PayloadLimits
+from streamproc.records import DEFAULT_MAX_RESULT_BYTES
 
 ENV_PREFIX = "STREAMPROC_"
 
@@ -47,6 +49,12 @@ class KafkaSettings(_Section):
     commit_interval_s: float = Field(1.0, gt=0, description="how often acknowledged offsets are committed")
     stream_buffer_maxsize: int = Field(256, ge=1, description="records buffered per partition before fetching pauses")
     session_timeout_s: float = Field(30.0, gt=0, description="consumer group session timeout")
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="largest record the worker writes; topics it creates get this max.message.bytes, the producer "
+        "this max_request_size (the brokers' message.max.bytes must be at least this)",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="how clients talk to the brokers"
     )
@@ -87,15 +95,24 @@ class LimitSettings(_Section):
     max_audio_bytes: int = Field(12 * 1024 * 1024, ge=1, description="largest WAV file (decoded bytes)")
     max_audio_seconds: float = Field(60.0, gt=0, description="longest audio clip, read from the WAV header")
     max_text_chars: int = Field(5000, ge=1, description="title plus description of an upload")
+    max_future_skew_s: float = Field(
+        86_400.0, gt=0, description="events stamped further ahead of the worker's clock are refused (ts)"
+    )
+    max_result_bytes: int = Field(
+        DEFAULT_MAX_RESULT_BYTES,
+        ge=1024,
+        description="largest result body (JSON) a plugin may return; a larger one is dead-lettered (stage result)",
+    )
     allow_uris: bool = Field(False, description="accept image_uri/audio_uri (off by default)")
     uri_allowlist: list[str] = Field(
         default_factory=list, description="with allow_uris: directories file:// URIs may point into"
     )
 
     def payload_limits(self) -> PayloadLimits:
+        """The limits the event decoder checks."""
         data = self.model_dump()
         data["uri_allowlist"] = tuple(data["uri_allowlist"])
-        return PayloadLimits(**data)
+        return PayloadLimits(**{f.name: data[f.name] for f in fields(PayloadLimits)})
 
 
 class BatchSettings(_Section):
@@ -141,6 +158,11 @@ class Settings(_Section):
     infer_timeout_s: float = Field(60.0, gt=0, description="a batch taking longer fails (hung plugin)")
     publish_retry_s: float = Field(1.0, gt=0, description="pause between attempts while a sink is down")
     shutdown_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: drain and commit within this bound")
+    stall_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="/healthz fails when records wait this long with none acked, or wait in Kafka with none taken",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log threshold")
     log_format: Literal["text", "json"] = Field("text", description="text for people, json for log pipelines")
 
@@ -242,7 +264,7 @@ def _apply_env(data: dict[str, Any], name: str, value: str) -> None:
 def reference_markdown() -> str:
     """Every setting as Markdown tables: variable, YAML path, default, meaning."""
     rows = ["| environment variable | YAML path | default | meaning |", "| --- | --- | --- | --- |"]
-    rows += _reference_rows(Settings, (), with_env=True)
+    rows += reference_rows(Settings, (), with_env=True)
     rows += [
         "",
         "Per plugin, under `plugins.<name>` (YAML, or JSON in `STREAMPROC_PLUGINS`):",
@@ -250,17 +272,18 @@ def reference_markdown() -> str:
         "| YAML path | default | meaning |",
         "| --- | --- | --- |",
     ]
-    rows += _reference_rows(PluginSettings, ("plugins", "<name>"), with_env=False)
+    rows += reference_rows(PluginSettings, ("plugins", "<name>"), with_env=False)
     return "\n".join(rows) + "\n"
 
 
-def _reference_rows(model: type[BaseModel], prefix: tuple[str, ...], with_env: bool) -> list[str]:
+def reference_rows(model: type[BaseModel], prefix: tuple[str, ...], with_env: bool) -> list[str]:
+    """Markdown table rows of ``model``'s fields (nested models flattened) under ``prefix``."""
     rows = []
     for name, info in model.model_fields.items():
         annotation = info.annotation
         path = (*prefix, name)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows += _reference_rows(annotation, path, with_env)
+            rows += reference_rows(annotation, path, with_env)
             continue
         default = json.dumps(info.get_default(call_default_factory=True))
         cells = [f"`{'.'.join(path)}`", f"`{default}`", info.description or ""]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
@@ -28,6 +30,7 @@ Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w.:
 LanguageCode = Annotated[str, Field(min_length=2, max_length=8, pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")]
 
 PLAYBACK_ACTIONS = ("start", "progress", "complete", "skip", "like")
+PEEK_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class PayloadLimits:
     max_audio_bytes: int = 12 * 1024 * 1024
     max_audio_seconds: float = 60.0
     max_text_chars: int = 5000
+    max_future_skew_s: float = 86_400.0
     allow_uris: bool = False
     uri_allowlist: tuple[str, ...] = ()
 
@@ -148,21 +152,28 @@ class DerivedEvent:
 Event = InputEvent | DerivedEvent
 
 
-def decode_event(raw: bytes, limits: PayloadLimits = PayloadLimits()) -> InputEvent:
+def decode_event(raw: bytes | None, limits: PayloadLimits = PayloadLimits(), now_ms: int | None = None) -> InputEvent:
     """Decode one Kafka record value into a typed input event.
 
-    Raises ``InvalidEvent`` with a reason naming the field when the record is not UTF-8
-    JSON, has an unknown type, misses or mistypes a field, exceeds a payload limit, or
-    carries media whose header is not PNG/JPEG (images) or WAV (audio).
+    Raises ``InvalidEvent`` with a reason naming the field when the record is a tombstone
+    (no value), is not UTF-8 JSON (NaN, Infinity, numbers beyond float range or with more
+    digits than Python converts are not JSON either), has an unknown type, misses or
+    mistypes a field, exceeds a payload limit, carries media whose header is not PNG/JPEG
+    (images) or WAV (audio), or is stamped more than ``limits.max_future_skew_s`` after
+    ``now_ms`` (default: the wall clock).
     """
+    if raw is None:
+        raise InvalidEvent("record: a tombstone (null value) carries no event")
     if len(raw) > limits.max_record_bytes:
         raise InvalidEvent(f"record: {len(raw)} bytes exceeds the limit of {limits.max_record_bytes}")
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"record: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"record: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:  # a number JSON allows but Python refuses: too many digits, NaN, out of range
+        raise InvalidEvent(f"record: not JSON ({str(exc)[:120]})") from None
     except RecursionError:
         raise InvalidEvent("record: JSON nested too deeply") from None
     if not isinstance(doc, dict):
@@ -182,7 +193,40 @@ def decode_event(raw: bytes, limits: PayloadLimits = PayloadLimits()) -> InputEv
     except ValidationError as exc:
         raise InvalidEvent(_validation_reason(exc)) from None
     _check_limits(event, limits)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if event.ts > now_ms + limits.max_future_skew_s * 1000:
+        ahead_s = (event.ts - now_ms) / 1000
+        raise InvalidEvent(
+            f"ts: {event.ts} is {ahead_s:.0f} s in the future (more than limits.max_future_skew_s, "
+            f"{limits.max_future_skew_s:.0f} s)"
+        )
     return event
+
+
+def peek_identity(raw: bytes | None) -> tuple[str | None, str | None]:
+    """The ``id`` and ``type`` of a record that may not be a valid event (for its dead
+    letter), when it is a JSON object holding them as short strings; else ``None``."""
+    if raw is None or len(raw) > PEEK_MAX_BYTES:
+        return None, None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    found = (doc.get("id"), doc.get("type"))
+    return tuple(v if isinstance(v, str) and len(v) <= 256 else None for v in found)  # type: ignore[return-value]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
 
 
 def _decode_media_field(doc: dict[str, Any], name: str, event_type: str, limits: PayloadLimits) -> None:

@@ -31,10 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel
 
 from streamproc.events import Event
 
 API_VERSION = 1
+"""The plugin API this engine implements; a plugin declares the one it was written for."""
+SUPPORTED_API_VERSIONS = frozenset({1})
 ENTRY_POINT_GROUP = "streamproc.plugins"
 
 
@@ -87,6 +90,13 @@ class Plugin(ABC):
     """The kind of result it produces (``recommendations``, ``tags``, ``transcript`` ...)."""
     batch_policy: ClassVar[BatchPolicy] = BatchPolicy()
     """Default batching; configuration may override each field."""
+    api_version: ClassVar[int] = API_VERSION
+    """The plugin API version the plugin was written for; the engine refuses one it does not support."""
+    Options: ClassVar[type[BaseModel] | None] = None
+    """Optional pydantic model of ``plugins.<name>.options``. When set, the engine validates the
+    configured options against it before ``load`` (uniform ``ConfigError`` messages), passes
+    the validated values, defaults filled in, as ``context.options``, and lists the fields in
+    ``streamproc config --reference``."""
 
     model_version: str = "unversioned"
     """Set by ``load``: identifies the weights (for example a hash or a model-card version)."""

@@ -17,161 +17,28 @@ import logging
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 import faust
 import torch
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
-from streamproc import registry
-from streamproc.config import KafkaSettings, Settings
-from streamproc.engine import Engine
-from streamproc.errors import PluginLoadError
-from streamproc.metrics import HealthServer, Metrics
+from streamproc.config import Settings
+from streamproc.engine.engine import Engine
+from streamproc.engine.keys import RedisKeys
+from streamproc.engine.runtime import PluginRuntime
+from streamproc.engine.sinks import KafkaSink, RedisSink, redis_client
+from streamproc.engine.state import KeyedStateStore
+from streamproc.kafka_clients import ensure_topics, faust_credentials
+from streamproc.ops.health import HealthServer
+from streamproc.ops.metrics import Metrics
 from streamproc.records import SourceRecord
-from streamproc.routing import PluginRoute, Router
-from streamproc.runtime import (
-    PluginRuntime,
-    choose_autocast,
-    choose_device,
-    configure_cpu_threads,
-)
-from streamproc.sinks import KafkaSink, RedisSink, redis_client
-from streamproc.state import KeyedStateStore
+from streamproc.registry import build_router
 
 log = logging.getLogger(__name__)
 
 GAUGE_INTERVAL_S = 5.0
 PROGRESS_LOG_INTERVAL_S = 30.0
-
-
-@dataclass(frozen=True)
-class PluginReport:
-    """One line of ``streamproc plugins``: a loaded plugin or a failure with its reason."""
-
-    name: str
-    distribution: str
-    version: str
-    consumes: tuple[str, ...]
-    produces: str
-    device: str
-    model_version: str
-    error: str | None = None
-
-
-def load_plugins(settings: Settings, load_models: bool = True) -> tuple[dict[str, PluginRuntime], list[PluginReport]]:
-    """Discover, configure and (optionally) load every enabled plugin.
-
-    A plugin that fails to import or load is reported and left out; with
-    ``settings.fail_fast`` the first failure raises ``PluginLoadError`` instead.
-    """
-    device = choose_device(settings.device)
-    autocast = choose_autocast(device, settings.precision)
-    discovered, failures = registry.discover()
-    if device.type == "cpu":
-        enabled = sum(1 for found in discovered if settings.plugin_enabled(found.name))
-        configure_cpu_threads(settings.cpu_threads, plugin_threads=enabled)
-    reports = [
-        PluginReport(f.name, f.distribution, "?", (), "?", "-", "-", f.reason)
-        for f in failures
-        if settings.plugin_enabled(f.name)
-    ]
-    runtimes: dict[str, PluginRuntime] = {}
-    for found in discovered:
-        plugin_settings = settings.plugin(found.name)
-        if not settings.plugin_enabled(found.name):
-            continue
-        plugin = found.cls()
-        consumes = tuple(plugin_settings.consumes or found.cls.consumes)
-        error = None
-        runtime = PluginRuntime(plugin, plugin_settings, device, autocast, settings.infer_retries)
-        if load_models:
-            try:
-                runtime.load()
-            except Exception as exc:  # third-party load code: report, go on
-                error = f"load failed: {type(exc).__name__}: {exc}"
-        if error is None:
-            runtimes[found.name] = runtime
-            plugin.consumes = consumes  # type: ignore[misc]  # configured routes win
-        reports.append(
-            PluginReport(
-                found.name,
-                found.distribution,
-                found.version,
-                consumes,
-                found.cls.produces,
-                str(device),
-                plugin.model_version,
-                error,
-            )
-        )
-    broken = [r for r in reports if r.error]
-    if broken and settings.fail_fast:
-        raise PluginLoadError("; ".join(f"{r.name}: {r.error}" for r in broken))
-    for report in broken:
-        log.error("plugin %s not loaded: %s", report.name, report.error)
-    return runtimes, reports
-
-
-def build_router(settings: Settings, runtimes: dict[str, PluginRuntime]) -> Router:
-    routes = []
-    for name, runtime in runtimes.items():
-        output = settings.plugin(name).output_topic or f"{settings.kafka.output_topic_prefix}{runtime.produces}"
-        routes.append(PluginRoute(name, tuple(runtime.plugin.consumes), runtime.produces, output))
-    return Router(routes)
-
-
-def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
-    """Create missing topics with the configured partitions and replication."""
-    admin = KafkaAdminClient(**_kafka_python_options(settings))
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in sorted(set(topics) - existing)]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(new)
-            log.info("created topics: %s", ", ".join(t.name for t in new))
-    finally:
-        admin.close()
-
-
-def _kafka_python_options(settings: KafkaSettings) -> dict[str, object]:
-    options: dict[str, object] = {
-        "bootstrap_servers": settings.bootstrap.split(","),
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.security_protocol.startswith("SASL"):
-        options.update(
-            sasl_mechanism=settings.sasl_mechanism,
-            sasl_plain_username=settings.sasl_username,
-            sasl_plain_password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
-        )
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        options.update(
-            ssl_cafile=settings.ssl_cafile, ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile
-        )
-    return options
-
-
-def _faust_credentials(settings: KafkaSettings) -> faust.auth.Credentials | None:
-    if settings.security_protocol == "PLAINTEXT":
-        return None
-    import ssl
-
-    context = None
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=settings.ssl_cafile)
-        if settings.ssl_certfile:
-            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
-    if settings.security_protocol == "SSL":
-        return faust.SSLCredentials(context)
-    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    return faust.SASLCredentials(
-        username=settings.sasl_username, password=password, mechanism=settings.sasl_mechanism, ssl_context=context
-    )
 
 
 class StreamprocWorker:
@@ -191,15 +58,19 @@ class StreamprocWorker:
             RedisSink(redis, settings.redis),
             KafkaSink(settings.kafka),
             KeyedStateStore(
-                redis, settings.redis.key_prefix, settings.redis.state_ttl_s, retry_s=settings.publish_retry_s
+                redis,
+                RedisKeys(settings.redis.key_prefix),
+                settings.redis.state_ttl_s,
+                retry_s=settings.publish_retry_s,
             ),
             self.metrics,
         )
         self.redis = redis
-        self.health = HealthServer(self.metrics, settings.http.bind, settings.http.port, self._ready)
+        self.health = HealthServer(self.metrics, settings.http.bind, settings.http.port, self._ready, self._live)
         self.app = self._build_app()
         self._engine_started = asyncio.Event()
         self._assigned = False
+        self._lag_total = 0
 
     def topics(self) -> list[str]:
         """Every topic the worker reads or writes."""
@@ -212,7 +83,7 @@ class StreamprocWorker:
         app = faust.App(
             k.consumer_group or self.settings.app_id,  # Faust's app id is the group id
             broker=[f"kafka://{b}" for b in k.bootstrap.split(",")],
-            broker_credentials=_faust_credentials(k),
+            broker_credentials=faust_credentials(k),
             key_serializer="raw",
             value_serializer="raw",
             topic_partitions=k.partitions,
@@ -305,6 +176,7 @@ class StreamprocWorker:
             assignment = consumer.assignment()
         except Exception:  # consumer not started yet
             return
+        lag: dict[object, int] = {}
         for tp in assignment:
             try:
                 highwater = consumer.highwater(tp)
@@ -312,7 +184,9 @@ class StreamprocWorker:
             except Exception:
                 continue
             if highwater is not None and position is not None:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+                lag[tp] = max(0, highwater - position)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag[tp])
+        self._lag_total = sum(lag.values())
 
     def _publish_readiness(self) -> None:
         self.metrics.up.set(1 if self._ready()[0] else 0)
@@ -323,6 +197,19 @@ class StreamprocWorker:
         if not self._assigned:
             return False, "waiting for partition assignment"
         return True, "consuming"
+
+    def _live(self) -> tuple[bool, str]:
+        """Alive unless the worker is stuck where it cannot heal alone: records pending with
+        none acked (a sink refusing everything), or records waiting in Kafka with none taken
+        (the consuming agent gone), for longer than ``stall_timeout_s``."""
+        limit = self.settings.stall_timeout_s
+        stalled = self.engine.publisher.stalled_s()
+        if stalled > limit:
+            return False, f"{self.engine.publisher.pending} records pending, none acked for {stalled:.0f} s"
+        idle = time.monotonic() - self.engine.last_accept
+        if self._lag_total > 0 and idle > limit:
+            return False, f"{self._lag_total} records waiting in Kafka, none taken for {idle:.0f} s"
+        return True, "alive"
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT; blocks. Exits within ``shutdown_timeout_s`` of the signal."""

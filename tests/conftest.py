@@ -2,7 +2,7 @@
 
 The stack comes from, in order: ``STREAMPROC_KAFKA_BOOTSTRAP`` and ``STREAMPROC_REDIS_URL``
 when set; containers started through testcontainers when a Docker engine answers; else
-the project's local stack (``streamproc.stack``), started once per test session in a
+the project's local stack (``streamproc.dev.stack``), started once per test session in a
 temporary home and stopped at the end.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.stack import LocalStack, cache_dir
+from streamproc.dev.stack import LocalStack, cache_dir
 
 TESTS = Path(__file__).resolve().parent
 FIXTURE_PLUGINS = TESTS / "fixture_plugins"

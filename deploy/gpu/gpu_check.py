@@ -98,7 +98,7 @@ def write_inputs(path: Path) -> None:
     import shutil
     import subprocess
 
-    from streamproc.demo_events import FASHION_CLASSES, _fashion_images, _fix_wav_sizes, demo_records
+    from streamproc.dev.demo_events import FASHION_CLASSES, demo_records, fashion_images, fix_wav_sizes
     from streamproc.media import decode_wav, encode_wav
 
     rng = random.Random(11)
@@ -109,7 +109,7 @@ def write_inputs(path: Path) -> None:
             lines.append({"key": record.key.decode(), "value": record.value.decode(), "type": "playback"})
     heldout = REPO / "plugins/translator/streamproc_translator/weights/heldout.tsv"
     sentences = [row.split("\t")[1] for row in heldout.read_text().splitlines()[1:] if row.count("\t") >= 2]
-    images = _fashion_images(64, rng)
+    images = fashion_images(64, rng)
     for i, (label, png) in enumerate(images):
         doc: dict[str, Any] = {
             "id": f"gpu-upload-{i}",
@@ -147,7 +147,7 @@ def write_inputs(path: Path) -> None:
             "ts": ts + 1000 + i,
             "user_id": f"u{i % 5}",
             "audio_id": f"gpu-a{i}",
-            "audio": base64.b64encode(encode_wav(decode_wav(_fix_wav_sizes(done.stdout)))).decode(),
+            "audio": base64.b64encode(encode_wav(decode_wav(fix_wav_sizes(done.stdout)))).decode(),
             "language": "en",
         }
         lines.append({"key": doc["audio_id"], "value": json.dumps(doc), "type": "audio"})
@@ -160,7 +160,7 @@ def write_inputs(path: Path) -> None:
 
 
 def read_inputs(path: Path) -> list[Any]:
-    from streamproc.bench_workload import WorkloadRecord
+    from streamproc.bench.workload import WorkloadRecord
 
     with gzip.open(path, "rt", encoding="utf-8") as lines:
         return [WorkloadRecord.from_json(line) for line in lines if line.strip()]
@@ -251,13 +251,13 @@ def check_plugin(
     """Agreement, sweep and in-process pipeline of one plugin, in both precisions."""
     import torch
 
-    from streamproc.bench_compute import EventSelector, PluginThread, sizes_to_try, sweep
+    from streamproc.bench.compute import EventSelector, PluginThread, sizes_to_try, sweep
     from streamproc.config import PluginSettings
+    from streamproc.engine.routing import PluginRoute, Router
+    from streamproc.engine.runtime import PluginRuntime
     from streamproc.events import PayloadLimits
-    from streamproc.routing import PluginRoute, Router
-    from streamproc.runtime import PluginRuntime
 
-    options = {"top_k": 10} if name == "tagger" else {}
+    options = {"tagger": {"top_k": 10}, "translator": {"backend": "gru"}}.get(name, {})  # the networks, on the GPU
     settings = PluginSettings(options=options)
 
     def runtime_on(where: Any, dtype: Any) -> Any:
@@ -318,7 +318,7 @@ def check_plugin(
 
 async def _in_process(runtime: Any, items: Sequence[Any], compute_rate: float, stage_s: float) -> dict[str, Any]:
     """MicroBatcher + run_batch: maximum, then latency at 50% and 90% of it."""
-    from streamproc.bench_compute import drive_batcher
+    from streamproc.bench.compute import drive_batcher
 
     window = stage_s / 2
     count = int(max(4 * runtime.policy.max_batch_size, compute_rate * window))
@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--out is required")
     import torch
 
-    from streamproc.runtime import configure_cpu_threads
+    from streamproc.engine.runtime import configure_cpu_threads
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -43,11 +43,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.streamproc-installed"
 # The clone's path is part of the stamp: editable installs must point at this clone.
-digest=$( (echo "$ROOT"; cat "$ROOT/pyproject.toml" "$ROOT"/plugins/*/pyproject.toml \
+digest=$( (echo "$ROOT"; cat "$ROOT/pyproject.toml" "$ROOT"/streamproc/*/pyproject.toml "$ROOT"/plugins/*/pyproject.toml \
           "$ROOT"/plugins/*/requirements-nodeps.txt) 2>/dev/null | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   say "installing streamproc and the bundled plugins (first run downloads torch: several GB) ..."
-  editable=(-e "$ROOT[test,bench]")
+  editable=(-e "$ROOT[test,dev,bench]" -e "$ROOT/streamproc/dev" -e "$ROOT/streamproc/bench")
   for plugin in "$ROOT"/plugins/*/; do
     [ -f "$plugin/pyproject.toml" ] && editable+=(-e "${plugin%/}[test]")
   done

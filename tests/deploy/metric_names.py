@@ -2,7 +2,7 @@
 
 ``used_metric_names()`` is the contract with the worker: every family it returns must be
 exported by a running worker (a separate check compares it with a live ``/metrics``), and
-``tests/deploy`` checks it against ``streamproc.metrics.METRIC_NAMES``.
+``tests/deploy`` checks it against ``streamproc.ops.metrics.METRIC_NAMES``.
 
 PromQL is read with a small tokenizer, not a full parser (``promtool`` parses the same
 expressions in ``test_alerts.py``): string literals, label matchers ``{...}``, ranges
@@ -122,6 +122,6 @@ def used_metric_names() -> set[str]:
     ``streamproc_batch_size``); series that Prometheus writes itself (``up``) are left
     out, since no worker exports them.
     """
-    from streamproc.metrics import METRIC_NAMES
+    from streamproc.ops.metrics import METRIC_NAMES
 
     return {family(name, METRIC_NAMES) for name in used_series() if name not in PROMETHEUS_SERIES}

@@ -7,7 +7,7 @@ import json
 from deploy_support import DEPLOY
 from metric_names import PROMETHEUS_SERIES, family, series_names, used_metric_names, used_series
 
-from streamproc.metrics import METRIC_NAMES, Metrics
+from streamproc.ops.metrics import METRIC_NAMES, Metrics
 
 DASHBOARD = DEPLOY / "grafana" / "streamproc.json"
 
@@ -18,7 +18,7 @@ def test_every_series_used_belongs_to_a_worker_metric_family() -> None:
         for name, where in used_series().items()
         if name not in PROMETHEUS_SERIES and family(name, METRIC_NAMES) not in METRIC_NAMES
     }
-    assert not unknown, f"not in streamproc.metrics.METRIC_NAMES: {unknown}"
+    assert not unknown, f"not in streamproc.ops.metrics.METRIC_NAMES: {unknown}"
 
 
 def test_histogram_suffixes_are_used_only_on_histograms() -> None:

@@ -20,7 +20,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from streamproc.stack import _free_ports
+from streamproc.dev.stack import free_ports
 
 
 def make_settings(endpoints: Any, name: str, plugins: dict[str, dict[str, Any]], **overrides: Any) -> dict[str, Any]:
@@ -66,7 +66,7 @@ class WorkerProcess:
     log_path: Path = field(init=False)
 
     def start(self, ready_timeout_s: float = 120.0) -> WorkerProcess:
-        self.port = _free_ports(1)[0]
+        self.port = free_ports(1)[0]
         self.settings["http"]["port"] = self.port
         config = self.workdir / f"worker-{self.port}.yaml"
         config.write_text(yaml.safe_dump(self.settings))
@@ -133,11 +133,15 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 3) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}  # as the worker creates its topics
+        new = [NewTopic(n, partitions, 1, topic_configs=config) for n in names if n not in existing]
         if new:
             admin.create_topics(new)
     finally:

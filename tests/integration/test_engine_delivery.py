@@ -87,8 +87,14 @@ def test_bad_records_become_dead_letters_with_reasons_and_the_worker_keeps_consu
         assert worker.metric("streamproc_dead_letters_total") == len(bad)
     finally:
         worker.terminate()
-    reasons = {(d["event_id"] or d["key"]): (d["stage"], d["plugin"], d["reason"]) for d in letters}
+    by_key = {d["key"]: (d["stage"], d["plugin"], d["reason"]) for d in letters}
+    reasons = by_key | {d["event_id"]: (d["stage"], d["plugin"], d["reason"]) for d in letters if d["event_id"]}
     assert len(letters) == len(bad)
+    # a record that is not a valid event still names the id and type it claims, when it has them
+    assert {(d["key"], d["event_id"], d["event_type"]) for d in letters if d["key"] in ("k3", "k4")} == {
+        ("k3", "unknown-type", "telemetry"),
+        ("k4", "missing", "playback"),
+    }
     assert reasons["k1"][0] == "decode" and "not JSON" in reasons["k1"][2]
     assert "not UTF-8" in reasons["k2"][2]
     assert "unknown event type 'telemetry'" in reasons["k3"][2]

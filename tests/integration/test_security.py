@@ -13,7 +13,7 @@ import pytest
 import redis
 from harness import WorkerProcess, create_topics, make_settings, playback, produce, read_topic
 
-from streamproc.stack import _free_ports, _redis_ping
+from streamproc.dev.stack import free_ports, redis_ping
 
 ROOT = Path(__file__).resolve().parents[2]
 PICKLE_LOADERS = re.compile(r"\btorch\.load\(|\bpickle\.loads?\(|\bjoblib\.load\(|\bnp\.load\([^)]*allow_pickle=True")
@@ -36,7 +36,7 @@ def test_redis_auth_works_and_no_secret_reaches_the_logs(
     endpoints, unique, tmp_path: Path, test_plugins_path: Path
 ) -> None:
     password, sasl_secret = f"pw-{unique}-redis", f"pw-{unique}-kafka"
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     server = subprocess.Popen(
         [
             shutil.which("redis-server"),
@@ -54,7 +54,7 @@ def test_redis_auth_works_and_no_secret_reaches_the_logs(
     )
     try:
         deadline = time.monotonic() + 10
-        while not _redis_ping(port) and time.monotonic() < deadline:
+        while not redis_ping(port) and time.monotonic() < deadline:
             time.sleep(0.1)
         settings = make_settings(endpoints, unique, {}, enabled_plugins=["echo"], log_level="DEBUG")
         settings["redis"].update(url=f"redis://127.0.0.1:{port}/0", password=password)

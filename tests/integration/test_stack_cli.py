@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.stack import _alive
+from streamproc.dev.stack import alive
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,6 @@ def test_stack_up_reports_a_running_stack_and_down_leaves_nothing(tmp_path: Path
     finally:
         down = stack(home, "down")
     assert down.returncode == 0 and "stack stopped" in down.stdout
-    assert not _alive(state["kafka_pid"]) and not _alive(state["redis_pid"])
+    assert not alive(state["kafka_pid"]) and not alive(state["redis_pid"])
     assert not listening(kafka_port) and not listening(redis_port)
     assert stack(home, "status").returncode == 1

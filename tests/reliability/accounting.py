@@ -22,6 +22,7 @@ import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
+from streamproc.engine.keys import RedisKeys
 from streamproc.media import encode_wav
 
 FULL = os.environ.get("STREAMPROC_TEST_FULL") == "1"
@@ -211,6 +212,7 @@ def audit(work: Workload, bootstrap: str, redis_url: str, prefix: str) -> Audit:
     lost: dict[str, list[str]] = {}
     duplicates = 0
     client = redis.Redis.from_url(redis_url)
+    keys = RedisKeys(prefix)
     feed_duplicates = 0
     for plugin, ids in work.expected.items():
         results = read_all(bootstrap, f"{name}-out-{KINDS[plugin]}")
@@ -219,7 +221,7 @@ def audit(work: Workload, bootstrap: str, redis_url: str, prefix: str) -> Audit:
         missing = ids - set(produced) - dead_by_plugin.get(plugin, set())
         if missing:
             lost[plugin] = sorted(missing)[:20] + ([f"... {len(missing)} in all"] if len(missing) > 20 else [])
-        feed = Counter(json.loads(f[b"record"])["event_id"] for _, f in client.xrange(f"{prefix}feed:{KINDS[plugin]}"))
+        feed = Counter(json.loads(f[b"record"])["event_id"] for _, f in client.xrange(keys.feed(KINDS[plugin])))
         feed_duplicates += sum(c - 1 for c in feed.values())
         gone = ids - set(feed) - dead_by_plugin.get(plugin, set())
         if gone:
@@ -232,12 +234,12 @@ def audit(work: Workload, bootstrap: str, redis_url: str, prefix: str) -> Audit:
             wrong.append(f"{key}: expected a {stage} dead letter from {plugin or 'decode'}")
     state_errors = []
     for user, count in work.plays_per_user.items():
-        raw = client.hget(f"{prefix}state:counter:{user}", "state")
+        raw = client.hget(keys.state("counter", user), "state")
         got = json.loads(raw)["count"] if raw else 0
         if got != count:
             state_errors.append(f"{user}: count {got} != {count}")
         # the bundled recommender's history: every playback event of the user, once
-        raw = client.hget(f"{prefix}state:recommender:video:{user}", "state")
+        raw = client.hget(keys.state("recommender", f"video:{user}"), "state")
         history = [entry[3] for entry in json.loads(raw)["entries"]] if raw else []
         if sorted(history) != sorted(work.play_ids_per_user[user]):
             state_errors.append(

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from streamproc.stack import LocalStack, StackInfo
+from streamproc.dev.stack import LocalStack, StackInfo
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streamproc import runtime
-from streamproc.runtime import available_cores, cpu_thread_count
+from streamproc.engine import runtime
+from streamproc.engine.runtime import available_cores, cpu_thread_count
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from streamproc import registry
-from streamproc.batching import MicroBatcher
 from streamproc.config import PluginSettings, load_settings
+from streamproc.engine.batching import MicroBatcher
+from streamproc.engine.routing import PluginRoute, Router
+from streamproc.engine.runtime import PluginRuntime, choose_autocast, merged_policy
 from streamproc.errors import ConfigError, PluginLoadError
 from streamproc.events import decode_event
-from streamproc.routing import PluginRoute, Router
-from streamproc.runtime import PluginRuntime, choose_autocast, merged_policy
-from streamproc.worker import load_plugins
+from streamproc.registry import build_router, load_plugins
 
 
 @pytest.fixture()
@@ -52,10 +52,11 @@ def test_one_plugin_is_loaded_by_name_and_an_unknown_or_broken_name_is_refused(i
 
 
 def test_loading_reports_failures_and_fail_fast_stops(installed: None) -> None:
-    settings = load_settings(environ={"STREAMPROC_ENABLED_PLUGINS": '["echo", "broken"]'})
+    settings = load_settings(environ={"STREAMPROC_ENABLED_PLUGINS": '["echo", "broken", "ehco"]'})
     runtimes, reports = load_plugins(settings)
     assert set(runtimes) == {"echo"}
     assert any(r.name == "broken" and r.error for r in reports)
+    assert any(r.name == "ehco" and r.error and r.error.startswith("not installed") for r in reports)
     with pytest.raises(Exception, match="broken on purpose"):
         load_plugins(settings.model_copy(update={"fail_fast": True}))
 
@@ -68,7 +69,9 @@ def test_configured_routes_and_batching_override_plugin_defaults(installed: None
         }
     )
     runtimes, _ = load_plugins(settings)
-    assert runtimes["echo"].plugin.consumes == ("audio",)
+    router = build_router(settings, runtimes)
+    assert router.plugins_for("audio") == ("echo",) and router.plugins_for("upload") == ()
+    assert type(runtimes["echo"].plugin).consumes != ("audio",)  # routes are the router's data, not the class's
     assert runtimes["echo"].policy.max_batch_size == 3 and runtimes["echo"].policy.max_wait_ms == 5
 
 
@@ -151,3 +154,28 @@ def test_cpu_runs_in_float32_and_cuda_autocasts() -> None:
     assert choose_autocast(torch.device("cpu"), "auto") is None
     assert choose_autocast(torch.device("cuda"), "fp16") is torch.float16
     assert choose_autocast(torch.device("cuda"), "fp32") is None
+
+
+def test_a_plugin_written_for_an_unsupported_api_version_is_refused_with_the_reason(installed: None) -> None:
+    from importlib.metadata import EntryPoint
+
+    from streamproc_testplugins.plugins import Echo
+
+    class FutureEcho(Echo):
+        name = "future"
+        api_version = 2
+
+    globals()["FutureEcho"] = FutureEcho  # importable by the entry point below
+    entry = EntryPoint("future", f"{__name__}:FutureEcho", "streamproc.plugins")
+    with pytest.raises(PluginLoadError, match="written for plugin API version 2; this engine supports 1"):
+        registry.check_entry_point(entry)
+
+
+def test_plugin_options_are_validated_against_its_options_model_with_uniform_messages() -> None:
+    from streamproc_artwork.plugin import ArtworkPlugin
+
+    assert registry.validated_options(ArtworkPlugin, {})["image_size"] == 64
+    with pytest.raises(ConfigError, match=r"^plugins\.artwork\.options\.image_size: Input should be less than or"):
+        registry.validated_options(ArtworkPlugin, {"image_size": 1000})
+    with pytest.raises(ConfigError, match=r"^plugins\.artwork\.options\.colour: Extra inputs are not permitted"):
+        registry.validated_options(ArtworkPlugin, {"colour": "red"})

@@ -6,8 +6,7 @@ vectors are drawn on the CPU from a ``torch.Generator`` seeded with the request'
 seed, so a replayed event yields the same images (bit-exact on the same device and
 precision). Uploads without a request are not for this plugin (``prepare`` -> None).
 
-Options (``plugins.artwork.options``): ``image_size`` (28-256, default 64; the 28x28
-output is upscaled bilinearly), ``weights_dir`` (default: shipped weights).
+Options (``plugins.artwork.options``): the ``ArtworkOptions`` model below.
 """
 
 from __future__ import annotations
@@ -21,9 +20,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 from streamproc_tagger.data import CLASS_LABELS
 
-from streamproc.errors import ConfigError, InvalidInput
+from streamproc.errors import InvalidInput
 from streamproc.events import Event, UploadEvent
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
 from streamproc_artwork.data import category_index
@@ -65,6 +65,17 @@ def encode_png(pixels: np.ndarray, size: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+class ArtworkOptions(BaseModel):
+    """``plugins.artwork.options``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: int = Field(
+        DEFAULT_IMAGE_SIZE, ge=28, le=256, strict=True, description="PNG side in pixels (28x28 output, upscaled)"
+    )
+    weights_dir: str | None = Field(None, description="folder of generator weights (default: the shipped ones)")
+
+
 class ArtworkPlugin(Plugin):
     """Generates seeded Fashion-MNIST-style images of a requested category."""
 
@@ -72,15 +83,15 @@ class ArtworkPlugin(Plugin):
     consumes: ClassVar[tuple[str, ...]] = ("upload",)
     produces: ClassVar[str] = "artwork"
     batch_policy: ClassVar[BatchPolicy] = BatchPolicy(max_batch_size=16, max_wait_ms=5.0)
+    Options: ClassVar[type[BaseModel]] = ArtworkOptions
 
     def load(self, context: LoadContext) -> None:
-        """Load the generator on ``context.device``; reads ``image_size``, ``weights_dir``."""
-        size = context.options.get("image_size", DEFAULT_IMAGE_SIZE)
-        if isinstance(size, bool) or not isinstance(size, int) or not 28 <= size <= 256:
-            raise ConfigError(f"plugins.artwork.options.image_size: 28-256, got {size!r}")
-        self.image_size = size
+        """Load the generator on ``context.device``; ``context.options`` are validated
+        ``ArtworkOptions``."""
+        options = ArtworkOptions.model_validate(dict(context.options))
+        self.image_size = options.image_size
         self.context = context
-        self.model: Generator = load_generator(context.device, context.options.get("weights_dir"))
+        self.model: Generator = load_generator(context.device, options.weights_dir)
         self.model_version = self.model.model_version
 
     def prepare(self, event: Event, state: Mapping[str, Any] | None) -> ArtworkJob | None:

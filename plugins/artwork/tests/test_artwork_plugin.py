@@ -13,13 +13,18 @@ from PIL import Image
 from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import ArtworkRequest, UploadEvent
 from streamproc.plugin import Plugin
-from streamproc.registry import load_plugin
+from streamproc.testing import PluginHarness, check_contract
 
 
 @pytest.fixture(scope="module")
-def plugin() -> Plugin:
+def harness() -> PluginHarness:
     torch.set_num_threads(1)
-    return load_plugin("artwork")
+    return PluginHarness.load("artwork")
+
+
+@pytest.fixture(scope="module")
+def plugin(harness: PluginHarness) -> Plugin:
+    return harness.plugin
 
 
 def request(category: str = "sneaker", count: int = 2, seed: int = 7, n: int = 0) -> UploadEvent:
@@ -34,10 +39,11 @@ def request(category: str = "sneaker", count: int = 2, seed: int = 7, n: int = 0
     )
 
 
-def generate(plugin: Plugin, events: list[UploadEvent]) -> list[dict]:
-    outputs = plugin.infer([plugin.prepare(event, None) for event in events])
-    assert len(outputs) == len(events)
-    return [dict(plugin.result(e, o)) for e, o in zip(events, outputs, strict=True)]
+def generate(harness: PluginHarness, events: list[UploadEvent]) -> list[dict]:
+    """Result bodies through the worker's path (prepare, batched infer, result)."""
+    bodies = harness.results(events)
+    assert all(body is not None for body in bodies)
+    return bodies  # type: ignore[return-value]
 
 
 def decode(png_b64: str) -> np.ndarray:
@@ -49,8 +55,8 @@ def test_entry_point_declares_artwork_for_uploads(plugin: Plugin) -> None:
     assert plugin.model_version.startswith("artwork-") and len(plugin.model_version) == 20
 
 
-def test_request_yields_count_grayscale_pngs_of_64x64(plugin: Plugin) -> None:
-    (body,) = generate(plugin, [request("bag", count=3)])
+def test_request_yields_count_grayscale_pngs_of_64x64(harness: PluginHarness, plugin: Plugin) -> None:
+    (body,) = generate(harness, [request("bag", count=3)])
     assert body["category"] == "bag" and body["format"] == "png" and len(body["images"]) == 3
     for image in body["images"]:
         pixels = decode(image)
@@ -59,24 +65,24 @@ def test_request_yields_count_grayscale_pngs_of_64x64(plugin: Plugin) -> None:
     assert body["model_version"] == plugin.model_version
 
 
-def test_replayed_request_gives_identical_png_bytes(plugin: Plugin) -> None:
-    (first,) = generate(plugin, [request(seed=123)])
-    (again,) = generate(load_plugin("artwork"), [request(seed=123)])
-    (other,) = generate(plugin, [request(seed=124)])
+def test_replayed_request_gives_identical_png_bytes(harness: PluginHarness) -> None:
+    (first,) = generate(harness, [request(seed=123)])
+    (again,) = generate(PluginHarness.load("artwork"), [request(seed=123)])
+    (other,) = generate(harness, [request(seed=124)])
     assert first["images"] == again["images"]
     assert first["images"] != other["images"]
     assert first["images"][0] != first["images"][1]  # images within a request differ
 
 
-def test_batch_of_requests_gives_the_same_images_as_one_by_one(plugin: Plugin) -> None:
+def test_batch_of_requests_gives_the_same_images_as_one_by_one(harness: PluginHarness) -> None:
     events = [
         request("sneaker", 1, 1, n=0),
         request("dress", 3, 2, n=1),
         request("Ankle boot", 2, 3, n=2),
     ]
-    batched = generate(plugin, events)
+    batched = generate(harness, events)
     for event, body in zip(events, batched, strict=True):
-        (single,) = generate(plugin, [event])
+        (single,) = generate(harness, [event])
         for a, b in zip(body["images"], single["images"], strict=True):
             diff = np.abs(decode(a).astype(int) - decode(b).astype(int))
             assert diff.max() <= 1
@@ -94,8 +100,8 @@ def test_batch_of_requests_gives_the_same_images_as_one_by_one(plugin: Plugin) -
         (" Trousers ", "trouser"),
     ],
 )
-def test_categories_are_case_insensitive_with_aliases(plugin: Plugin, category: str, label: str) -> None:
-    (body,) = generate(plugin, [request(category, count=1)])
+def test_categories_are_case_insensitive_with_aliases(harness: PluginHarness, category: str, label: str) -> None:
+    (body,) = generate(harness, [request(category, count=1)])
     assert body["category"] == label
 
 
@@ -110,11 +116,19 @@ def test_upload_without_artwork_request_is_not_for_this_plugin(plugin: Plugin) -
 
 
 def test_image_size_option_sets_the_png_size() -> None:
-    (body,) = generate(load_plugin("artwork", {"image_size": 28}), [request(count=1)])
+    (body,) = generate(PluginHarness.load("artwork", {"image_size": 28}), [request(count=1)])
     assert decode(body["images"][0]).shape == (28, 28)
 
 
 @pytest.mark.parametrize("size", [27, 257, "64", False])
 def test_invalid_image_size_option_is_a_config_error(size: object) -> None:
     with pytest.raises(ConfigError, match="image_size"):
-        load_plugin("artwork", {"image_size": size})
+        PluginHarness.load("artwork", {"image_size": size})
+
+
+def test_artwork_meets_the_plugin_contract() -> None:
+    events = [request("bag", 2, 5, n=0), request("sneaker", 1, 6, n=1), request("dress", 1, 7, n=2)]
+    events.append(UploadEvent(id="e", type="upload", ts=0, user_id="u", upload_id="up", title="no request"))
+    # PNG pixels may differ by one level between batch sizes (checked above): not byte-invariant
+    report = check_contract(lambda: PluginHarness.load("artwork"), events, batch_invariant=False)
+    assert (report.results, report.skipped) == (3, 1)

@@ -12,11 +12,7 @@ Threads: ``update_state`` runs on the engine's event loop and is pure (it reads 
 options). ``prepare``, ``infer`` and ``result`` run on the plugin thread; the trending
 counters are read and updated in ``prepare`` only.
 
-Options (``plugins.recommender.options``): ``top_k`` (10, 1..100),
-``recompute_on_progress`` (false), ``trending_half_life_s`` (3600), ``history_size`` (200
-items in the model's window), ``watched_size`` (10,000 items excluded per user, at least
-``history_size``), ``catalogue`` (``"movielens"``, ``"none"`` or a file path),
-``weights_dir`` (default: shipped weights).
+Options (``plugins.recommender.options``): ``RecommenderOptions`` below.
 """
 
 from __future__ import annotations
@@ -30,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import Event, PlaybackEvent
@@ -44,15 +41,6 @@ from streamproc_recommender.vocab import Vocabulary
 
 DEFAULT_HISTORY_SIZE = 200
 DEFAULT_WATCHED_SIZE = 10_000
-OPTION_NAMES = (
-    "top_k",
-    "recompute_on_progress",
-    "trending_half_life_s",
-    "history_size",
-    "watched_size",
-    "catalogue",
-    "weights_dir",
-)
 
 UNKNOWN_ITEMS = Counter(
     "streamproc_recommender_unknown_items_total",
@@ -89,52 +77,26 @@ class Recommendation:
     unknown: int
 
 
-@dataclass(frozen=True)
-class Options:
-    """Validated plugin options."""
+class RecommenderOptions(BaseModel):
+    """``plugins.recommender.options``, validated by the engine before ``load``."""
 
-    top_k: int = 10
-    recompute_on_progress: bool = False
-    trending_half_life_s: float = 3600.0
-    history_size: int = DEFAULT_HISTORY_SIZE
-    watched_size: int = DEFAULT_WATCHED_SIZE
-    catalogue: str = "movielens"
-    weights_dir: Path | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> Options:
-        """Raises ``ConfigError`` naming the option on an unknown key or a bad value."""
-        unknown = set(raw) - set(OPTION_NAMES)
-        if unknown:
-            raise ConfigError(f"plugins.recommender.options: unknown option(s) {sorted(unknown)}")
-        options = cls(
-            top_k=raw.get("top_k", cls.top_k),
-            recompute_on_progress=raw.get("recompute_on_progress", cls.recompute_on_progress),
-            trending_half_life_s=raw.get("trending_half_life_s", cls.trending_half_life_s),
-            history_size=raw.get("history_size", cls.history_size),
-            watched_size=raw.get("watched_size", cls.watched_size),
-            catalogue=raw.get("catalogue", cls.catalogue),
-            weights_dir=Path(raw["weights_dir"]) if raw.get("weights_dir") else None,
-        )
-        if not (isinstance(options.top_k, int) and 1 <= options.top_k <= 100):
-            raise ConfigError(f"plugins.recommender.options.top_k: an integer 1..100, got {options.top_k!r}")
-        if not isinstance(options.recompute_on_progress, bool):
-            raise ConfigError("plugins.recommender.options.recompute_on_progress: true or false")
-        half_life = options.trending_half_life_s
-        if not (isinstance(half_life, int | float) and half_life > 0):
-            raise ConfigError(f"plugins.recommender.options.trending_half_life_s: > 0, got {half_life!r}")
-        if not (isinstance(options.history_size, int) and 1 <= options.history_size <= 10_000):
-            raise ConfigError(
-                f"plugins.recommender.options.history_size: an integer 1..10000, got {options.history_size!r}"
-            )
-        watched_size = options.watched_size
-        if not (isinstance(watched_size, int) and options.history_size <= watched_size <= 1_000_000):
-            raise ConfigError(
-                f"plugins.recommender.options.watched_size: an integer history_size..1000000, got {watched_size!r}"
-            )
-        if not (isinstance(options.catalogue, str) and options.catalogue):
-            raise ConfigError('plugins.recommender.options.catalogue: "movielens", "none" or a file path')
-        return options
+    top_k: int = Field(10, ge=1, le=100, description="items per recommendation")
+    recompute_on_progress: bool = Field(False, description="recommend again on progress events")
+    trending_half_life_s: float = Field(3600.0, gt=0, description="decay of the live trending counts")
+    history_size: int = Field(DEFAULT_HISTORY_SIZE, ge=1, le=10_000, description="items in the model's window")
+    watched_size: int = Field(
+        DEFAULT_WATCHED_SIZE, le=1_000_000, description="items excluded per user (at least history_size)"
+    )
+    catalogue: str = Field("movielens", min_length=1, description='"movielens", "none" or a catalogue file path')
+    weights_dir: Path | None = Field(None, description="folder of weights (default: the shipped ones)", strict=False)
+
+    @model_validator(mode="after")
+    def _watched_covers_history(self) -> RecommenderOptions:
+        if self.watched_size < self.history_size:
+            raise ValueError(f"watched_size ({self.watched_size}) must be at least history_size ({self.history_size})")
+        return self
 
 
 class Recommender(Plugin):
@@ -144,9 +106,10 @@ class Recommender(Plugin):
     consumes: ClassVar[tuple[str, ...]] = ("playback",)
     produces: ClassVar[str] = "recommendations"
     batch_policy: ClassVar[BatchPolicy] = BatchPolicy(max_batch_size=64, max_wait_ms=5.0, max_queue=512)
+    Options: ClassVar[type[BaseModel]] = RecommenderOptions
 
     def __init__(self) -> None:
-        self.options = Options()
+        self.options = RecommenderOptions()
         self.model: SequenceRecommender | None = None
         self.vocab: Vocabulary | None = None
         self.catalogue = Catalogue("none", {}, {})
@@ -161,7 +124,7 @@ class Recommender(Plugin):
 
         Raises ``ConfigError`` on a bad option, an unreadable weights folder or catalogue.
         """
-        self.options = Options.parse(context.options)
+        self.options = RecommenderOptions.model_validate(dict(context.options), strict=False)
         try:
             artifacts = load_artifacts(self.options.weights_dir, context.device)
         except (OSError, ValueError, KeyError) as exc:

@@ -15,6 +15,7 @@ from streamproc.errors import ConfigError, InvalidInput
 from streamproc.events import PlaybackEvent, UploadEvent
 from streamproc.plugin import ENTRY_POINT_GROUP, Plugin
 from streamproc.registry import load_plugin
+from streamproc.testing import PluginHarness, check_contract
 
 _ids = itertools.count()
 # Event times near the real now: trending decays on the plugin's own clock, and clamps
@@ -344,3 +345,15 @@ def test_a_malformed_state_raises_invalid_input(plugin: Plugin) -> None:
 def test_bad_options_raise_config_error(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match=r"plugins\.recommender\.options"):
         load_plugin("recommender", options)
+
+
+def test_recommender_meets_the_plugin_contract() -> None:
+    events = [
+        *watch("fan", STAR_WARS_FAN),
+        play("fan", "video:50", "progress", LATER),
+        *watch("jazz", JAZZ_FAN, media="music"),
+        play("newcomer", "video:999999", "start", LATER),
+    ]
+    # trending scores decay on the plugin's own clock, so runs a moment apart differ slightly
+    report = check_contract(lambda: PluginHarness.load("recommender"), events, rel_tol=1e-2)
+    assert report.results == len(events) - 1 and report.skipped == 1  # progress: no recomputation

@@ -33,9 +33,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from streamproc.errors import ConfigError, InvalidInput
+from streamproc.errors import InvalidInput
 from streamproc.events import AudioEvent, Event
 from streamproc.media import decode_wav
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
@@ -47,19 +47,16 @@ class SpeechOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weights_dir: str | None = None
-    decoder: Literal["grammar", "lexicon", "greedy"] = "grammar"
-    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> SpeechOptions:
-        """Raises ``ConfigError`` naming the first bad option."""
-        try:
-            return cls.model_validate(dict(raw))
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "options"
-            raise ConfigError(f"plugins.speech.options.{where}: {first['msg']}") from None
+    weights_dir: str | None = Field(None, description="folder of the model weights (default: the shipped ones)")
+    decoder: Literal["grammar", "lexicon", "greedy"] = Field(
+        "grammar", description="grammar: the command grammar; lexicon: any known words; greedy: raw characters"
+    )
+    min_confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="commands below this utterance confidence are rejected (default: the model card's threshold)",
+    )
 
 
 class SpeechRecognizer(Plugin):
@@ -73,8 +70,10 @@ class SpeechRecognizer(Plugin):
     Options: ClassVar[type[BaseModel] | None] = SpeechOptions
 
     def load(self, context: LoadContext) -> None:
-        """Load the weights onto ``context.device``; raises ``ConfigError`` for bad options."""
-        options = SpeechOptions.parse(context.options)
+        """Load the weights onto ``context.device``. ``context.options`` are validated by the
+        engine against ``SpeechOptions`` (``pydantic.ValidationError`` when called directly
+        with bad ones)."""
+        options = SpeechOptions.model_validate(dict(context.options))
         self._transcriber = Transcriber(options.weights_dir, context.device, options.decoder, options.min_confidence)
         self.model_version = self._transcriber.version
 

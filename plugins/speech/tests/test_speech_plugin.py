@@ -16,14 +16,12 @@ from streamproc.errors import ConfigError, InvalidInput, MediaError
 from streamproc.events import PlaybackEvent
 from streamproc.media import resample
 from streamproc.plugin import ENTRY_POINT_GROUP, LoadContext, Plugin
+from streamproc.testing import PluginHarness, check_contract
 
 
 def run(plugin: Plugin, events: list) -> list[dict]:
-    prepared = [plugin.prepare(e, None) for e in events]
-    with torch.inference_mode():
-        outputs = plugin.infer(prepared)
-    assert len(outputs) == len(events)
-    return [dict(plugin.result(e, o)) for e, o in zip(events, outputs, strict=True)]
+    """Result bodies through the worker's path (prepare, batched infer, result)."""
+    return PluginHarness.around(plugin).results(events)  # type: ignore[return-value]
 
 
 def test_entry_point_names_the_speech_plugin_class() -> None:
@@ -124,5 +122,15 @@ def test_options_choose_the_weights_folder_and_decoder() -> None:
     )
     (body,) = run(lexicon, [audio_event(wav_bytes(say("stop", "awb")))])
     assert body["text"] == "stop"
-    with pytest.raises(ConfigError, match="decoder"):
-        SpeechRecognizer().load(LoadContext(torch.device("cpu"), options={"decoder": "oracle"}))
+    with pytest.raises(ConfigError, match=r"^plugins\.speech\.options\.decoder: "):
+        PluginHarness.load("speech", {"decoder": "oracle"})
+
+
+def test_speech_meets_the_plugin_contract() -> None:
+    events = [
+        audio_event(wav_bytes(say("volume down", "awb")), "c1"),
+        audio_event(wav_bytes(np.zeros(8000)), "c2"),
+        audio_event(wav_bytes(say("play track twelve", "rms")), "c3"),
+    ]
+    report = check_contract(lambda: PluginHarness.load("speech"), events)
+    assert report.results == 3

@@ -29,6 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from streamproc.engine.keys import RedisKeys
 from streamproc.errors import StateError
 from streamproc.events import Event
 from streamproc.plugin import Plugin
@@ -71,29 +72,35 @@ class KeyedStateStore:
     """Reads, updates and (through the publisher) persists plugin state per key."""
 
     def __init__(
-        self, redis: Redis, key_prefix: str, ttl_s: int, cache_size: int = 100_000, retry_s: float = 1.0
+        self, redis: Redis, keys: RedisKeys, ttl_s: int, cache_size: int = 100_000, retry_s: float = 1.0
     ) -> None:
         self.redis = redis
         self.retry_s = retry_s
-        self.key_prefix = key_prefix
+        self.keys = keys
         self.ttl_s = ttl_s
         self.cache_size = cache_size
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
-    def redis_key(self, plugin: str, key: str) -> str:
-        return f"{self.key_prefix}state:{plugin}:{key}"
-
     async def apply(
         self, plugin: Plugin, event: Event, source: SourceRecord
     ) -> tuple[Mapping[str, Any] | None, StateWrite | None]:
-        """The plugin's state after ``event`` and the write to persist (``None`` on replay)."""
+        """The plugin's state after ``event`` and the write to persist (``None`` on replay).
+
+        Raises ``StateError`` when ``state_key`` or ``update_state`` fails, or when the
+        record's Kafka key is set and is not the event's key: state updated from records of
+        one key spread over partitions would be applied out of order by different workers."""
         try:
             key = plugin.state_key(event)
         except Exception as exc:
             raise StateError(f"state_key failed: {type(exc).__name__}: {exc}") from exc
         if key is None:
             return None, None
-        redis_key = self.redis_key(plugin.name, key)
+        if source.key is not None and source.key != event.key.encode():
+            raise StateError(
+                f"the record's Kafka key {source.key[:64]!r} is not its event key {event.key[:64]!r}: keyed state "
+                "needs every record of a key in one partition (produce with the event key)"
+            )
+        redis_key = self.keys.state(plugin.name, key)
         entry = self._cache.get(redis_key)
         if entry is None:
             entry = await self._load(redis_key)

@@ -6,7 +6,7 @@ order, and starts the record's work: each routed plugin's micro-batcher, then th
 plugins its results chain to. It returns as soon as the work is queued, so records of
 all partitions are in flight together and batches can fill; ``max_in_flight`` bounds
 them (when full, ``accept`` waits, the agent stops taking records and Faust pauses
-fetching). The ordered publisher writes and acks (``streamproc.delivery``).
+fetching). The ordered publisher writes and acks (``streamproc.engine.delivery``).
 """
 
 from __future__ import annotations
@@ -16,33 +16,21 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from streamproc.batching import MicroBatcher
 from streamproc.config import Settings
-from streamproc.delivery import OrderedPublisher, PendingRecord, Publication
+from streamproc.engine.batching import MicroBatcher
+from streamproc.engine.delivery import OrderedPublisher, PendingRecord, Publication
+from streamproc.engine.routing import MAX_CHAIN_DEPTH, Router
+from streamproc.engine.runtime import BatchStats, PluginRuntime
+from streamproc.engine.sinks import KafkaSink, RedisSink
+from streamproc.engine.state import KeyedStateStore
 from streamproc.errors import InvalidEvent, StateError
-from streamproc.events import DerivedEvent, Event, InputEvent, decode_event
-from streamproc.metrics import Metrics
+from streamproc.events import DerivedEvent, Event, InputEvent, decode_event, peek_identity
+from streamproc.ops.metrics import Metrics
 from streamproc.records import DeadLetter, ResultRecord, SourceRecord, now_ms
-from streamproc.routing import Router
-from streamproc.runtime import BatchStats, PluginRuntime
-from streamproc.sinks import KafkaSink, RedisSink
-from streamproc.state import KeyedStateStore
 
 log = logging.getLogger(__name__)
-
-MAX_CHAIN_DEPTH = 4
-
-
-@dataclass(frozen=True)
-class LoadedPlugin:
-    """A plugin that loaded, as the engine runs it."""
-
-    runtime: PluginRuntime
-    distribution: str
-    version: str
 
 
 class Engine:
@@ -73,12 +61,15 @@ class Engine:
             redis_sink,
             kafka_sink,
             settings.publish_retry_s,
+            self._release,
             self._observe_published,
             self._observe_sink_failure,
             metrics.publish_seconds.observe,
         )
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self.started = False
+        self.last_accept = time.monotonic()
+        """When ``accept`` last took a record (monotonic seconds), for the liveness probe."""
         self.totals: Counter[str] = Counter()  # consumed, invalid, results, dead letters: for progress logs
 
     async def start(self) -> None:
@@ -106,34 +97,52 @@ class Engine:
         await self.kafka_sink.stop()
 
     async def accept(self, source: SourceRecord, ack: Callable[[], object]) -> None:
-        """Take one record (in partition order); returns once its work is queued."""
+        """Take one record (in partition order); returns once its work is queued.
+
+        Never raises for a record: whatever the record holds, and even if the engine itself
+        fails on it, the record is enqueued and ends as results or dead letters, so its
+        partition's commits go on (an exception here would stop the agent and stall every
+        partition it reads, with health still green)."""
         await self._in_flight.acquire()
         self.metrics.in_flight.inc()
+        self.last_accept = time.monotonic()
+        try:
+            work = await self._start(source)
+        except asyncio.CancelledError:
+            self._in_flight.release()
+            self.metrics.in_flight.dec()
+            raise
+        except Exception as exc:  # the engine's own bug: dead-letter the record, keep consuming
+            log.exception("engine failed on %s", source.position)
+            work = _finished(Publication(dead_letters=[DeadLetter(source, "engine", f"{type(exc).__name__}: {exc}")]))
+        self.publisher.enqueue(PendingRecord(source, work, ack))
+
+    async def _start(self, source: SourceRecord) -> asyncio.Future[Publication]:
+        """Decode the record, apply keyed state in input order, start its plugins' work."""
         try:
             event = decode_event(source.value, self.limits)
         except InvalidEvent as exc:
             self.metrics.events_invalid.labels("decode").inc()
             self.totals["invalid"] += 1
-            work: asyncio.Future[Publication] = asyncio.get_running_loop().create_future()
-            work.set_result(Publication(dead_letters=[DeadLetter(source, "decode", exc.reason, refused_ts=now_ms())]))
-        else:
-            self.metrics.events_consumed.labels(event.type).inc()
-            self.totals["consumed"] += 1
-            publication = Publication()
-            states: dict[str, Mapping[str, Any] | None] = {}
-            for name in self.router.plugins_for(event.type):
-                try:
-                    states[name], write = await self.state.apply(self.runtimes[name].plugin, event, source)
-                except StateError as exc:
-                    self.metrics.plugin_errors.labels(name, "state").inc()
-                    publication.dead_letters.append(
-                        DeadLetter(source, "state", str(exc), plugin=name, event_id=event.id, refused_ts=now_ms())
-                    )
-                    continue
-                if write is not None:
-                    publication.state_writes.append(write)
-            work = asyncio.get_running_loop().create_task(self._process(event, source, states, publication))
-        self.publisher.enqueue(PendingRecord(source, work, ack))
+            event_id, event_type = peek_identity(source.value)
+            letter = DeadLetter(source, "decode", exc.reason, event_id=event_id, event_type=event_type)
+            return _finished(Publication(dead_letters=[letter]))
+        self.metrics.events_consumed.labels(event.type).inc()
+        self.totals["consumed"] += 1
+        publication = Publication()
+        states: dict[str, Mapping[str, Any] | None] = {}
+        for name in self.router.plugins_for(event.type):
+            try:
+                states[name], write = await self.state.apply(self.runtimes[name].plugin, event, source)
+            except StateError as exc:
+                self.metrics.plugin_errors.labels(name, "state").inc()
+                publication.dead_letters.append(
+                    DeadLetter(source, "state", str(exc), plugin=name, event_id=event.id, event_type=event.type)
+                )
+                continue
+            if write is not None:
+                publication.state_writes.append(write)
+        return asyncio.get_running_loop().create_task(self._process(event, source, states, publication))
 
     async def _process(
         self,
@@ -171,7 +180,7 @@ class Engine:
                         outcome.failure.reason,
                         plugin=name,
                         event_id=event.id,
-                        refused_ts=now_ms(),
+                        event_type=event.type,
                     )
                 )
                 continue
@@ -186,6 +195,7 @@ class Engine:
                 event_ts=event.ts,
                 result_ts=now_ms(),
                 body=outcome.body,
+                body_json=outcome.body_json,
             )
             publication.results.append((self.router.output_topic(name), record))
             chained.append(DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin))
@@ -198,8 +208,14 @@ class Engine:
         for stage, count in stats.errors.items():
             self.metrics.plugin_errors.labels(runtime.name, stage).inc(count)
 
-    def _observe_published(self, record: PendingRecord, publication: Publication) -> None:
+    def _release(self, record: PendingRecord, publication: Publication) -> None:
+        """Flow control for an acked record (delivery step 5): free its in-flight slot and
+        mark its state writes written."""
         self._in_flight.release()
+        for write in publication.state_writes:
+            self.state.written(write)
+
+    def _observe_published(self, record: PendingRecord, publication: Publication) -> None:
         self.metrics.in_flight.dec()
         now = time.time()
         for _, result in publication.results:
@@ -209,8 +225,6 @@ class Engine:
         for letter in publication.dead_letters:
             self.metrics.dead_letters.labels(letter.stage, letter.plugin or "").inc()
             self.totals["dead_letters"] += 1
-        for write in publication.state_writes:
-            self.state.written(write)
 
     def _observe_sink_failure(self, sink: str, error: BaseException) -> None:
         self.metrics.sink_failures.labels(sink).inc()
@@ -226,3 +240,10 @@ class Engine:
         """Refresh queue-depth gauges (called periodically)."""
         for name, batcher in self.batchers.items():
             self.metrics.queue_depth.labels(name).set(batcher.depth)
+
+
+def _finished(publication: Publication) -> asyncio.Future[Publication]:
+    """Work that is already done: a record refused before any plugin ran."""
+    work: asyncio.Future[Publication] = asyncio.get_running_loop().create_future()
+    work.set_result(publication)
+    return work

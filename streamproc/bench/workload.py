@@ -1,7 +1,7 @@
 """The benchmark's workloads: demo events chosen for a plugin, on disk, re-stamped when sent.
 
 A workload is a list of ``WorkloadRecord``: the Kafka key and value of one demo event
-(``streamproc.demo_events``: real images, synthesised speech, playback of real item ids),
+(``streamproc.dev.demo_events``: real images, synthesised speech, playback of real item ids),
 its type and id, and how many results the offline run of the same plugins gave for it
 (``results``; the readers use it to tell when an event is complete). Workloads travel
 between the benchmark's processes as JSON lines. ``stamp`` gives a record a new event
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamproc.demo_events import demo_records
+from streamproc.dev.demo_events import demo_records
 
 _TS_FIELD = re.compile(rb'"ts": ?\d+')
 _ID_FIELD = re.compile(rb'"id": ?"')

@@ -54,7 +54,7 @@ def demo_records(count: int, seed: int = 7, bad: bool = True, t0: int | None = N
     Event times start at ``t0`` (epoch ms, default now) and advance 1 ms per event.
     """
     rng = random.Random(seed)
-    images = _fashion_images(max(1, count // 4), rng)
+    images = fashion_images(max(1, count // 4), rng)
     clips = _spoken_commands(rng, max(1, min(6, count // 8)))
     t0 = int(time.time() * 1000) if t0 is None else t0
     for i in range(count):
@@ -151,7 +151,7 @@ def _bad_records(ts: int) -> Iterator[DemoRecord]:
     )
 
 
-def _fashion_images(count: int, rng: random.Random) -> list[tuple[int, bytes]]:
+def fashion_images(count: int, rng: random.Random) -> list[tuple[int, bytes]]:
     if not FASHION_MNIST.exists():
         print(f"demo: {FASHION_MNIST} missing (apt-get install dataset-fashion-mnist); no image uploads")
         return []
@@ -177,11 +177,11 @@ def _spoken_commands(rng: random.Random, count: int) -> list[tuple[str, bytes]]:
     for text in rng.sample(COMMANDS, min(count, len(COMMANDS))):
         done = subprocess.run([espeak, "-v", "en-us", "-s", "150", "--stdout", text], capture_output=True, check=False)
         if done.returncode == 0 and done.stdout.startswith(b"RIFF"):
-            clips.append((text, _fix_wav_sizes(done.stdout)))
+            clips.append((text, fix_wav_sizes(done.stdout)))
     return clips
 
 
-def _fix_wav_sizes(wav: bytes) -> bytes:
+def fix_wav_sizes(wav: bytes) -> bytes:
     """espeak-ng writes streaming WAV headers with unknown sizes; set the real ones."""
     data_at = wav.find(b"data")
     if data_at < 0:

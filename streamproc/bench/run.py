@@ -6,18 +6,18 @@ machine, one stage after the other so that stages never compete:
 1. compute limit: offline batched inference at the best of a sweep of batch sizes, in a
    fresh process per plugin (which also gives its memory after load and after a warm-up
    batch); it picks the workload, real demo events that carry work for the plugin
-   (``streamproc.bench_compute``);
+   (``streamproc.bench.compute``);
 2. transport limit: raw Kafka consume -> produce of the same messages, no model
-   (``streamproc.bench_kafka``);
+   (``streamproc.bench.kafka``);
 3. the pipeline: ``streamproc worker`` end to end, maximum throughput on a backlog, then
-   latency at 50% and 90% of that maximum (``streamproc.bench_pipeline``);
-4. the naive baseline: a plain Faust agent, one event at a time (``streamproc.bench_naive``).
+   latency at 50% and 90% of that maximum (``streamproc.bench.pipeline``);
+4. the naive baseline: a plain Faust agent, one event at a time (``streamproc.bench.naive``).
 
 Sizes follow the measured compute limit (a throughput run lasts about ``run_s``
 seconds, within ``--events``). CPU of the worker, Kafka, Redis and the benchmark itself
 is charged from a sampler; peak memory is the kernel's high-water mark. Results go to
 ``<out>/bench.json`` and ``latencies.json``, plots to ``throughput.png`` and
-``latency_cdf.png``; targets (``streamproc.bench_report``) are printed with PASS/MISS.
+``latency_cdf.png``; targets (``streamproc.bench.report``) are printed with PASS/MISS.
 Progress goes to stderr.
 """
 
@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamproc.bench_kafka import create_topics, preproduce, transport_limit
-from streamproc.bench_pipeline import RunContext, measure_naive, measure_pipeline, new_run_id, run_settings
-from streamproc.bench_process import ChildProcess, CpuSampler, listener_pid, load_average, machine_state
-from streamproc.bench_report import evaluate_targets, summary_text, write_plots
-from streamproc.bench_workload import WorkloadRecord, read_workload
+from streamproc.bench.kafka import create_topics, preproduce, transport_limit
+from streamproc.bench.pipeline import RunContext, measure_naive, measure_pipeline, new_run_id, run_settings
+from streamproc.bench.process import ChildProcess, CpuSampler, listener_pid, load_average, machine_state
+from streamproc.bench.report import evaluate_targets, summary_text, write_plots
+from streamproc.bench.workload import WorkloadRecord, read_workload
 from streamproc.config import KafkaSettings, RedisSettings, Settings
 
 MIXED = "mixed"
@@ -93,13 +93,18 @@ class BenchOptions:
         return options
 
 
+BENCH_PLUGIN_OPTIONS: dict[str, dict[str, Any]] = {"translator": {"backend": "gru"}}
+"""The bench measures the product's own models: the translator's GRU network rather than
+its default backend, Apertium's process pipeline. Configured options win."""
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def run_bench_command(settings: Settings, options: BenchOptions) -> int:
     """Resolve Kafka and Redis (the local stack unless configured), run, write, print."""
-    from streamproc.stack import LocalStack
+    from streamproc.dev.stack import LocalStack
 
     stack = None
     bootstrap, redis_url = settings.kafka.bootstrap, settings.redis.url
@@ -122,9 +127,20 @@ def run_bench_command(settings: Settings, options: BenchOptions) -> int:
     return 0 if report["workloads"] else 1
 
 
+def with_bench_defaults(settings: Settings) -> Settings:
+    """``settings`` with ``BENCH_PLUGIN_OPTIONS`` under each plugin's configured options."""
+    plugins = dict(settings.plugins)
+    for name, defaults in BENCH_PLUGIN_OPTIONS.items():
+        current = settings.plugin(name)
+        plugins[name] = current.model_copy(update={"options": {**defaults, **current.options}})
+    return settings.model_copy(update={"plugins": plugins})
+
+
 def run_bench(settings: Settings, options: BenchOptions, bootstrap: str, redis_url: str) -> dict[str, Any]:
     """Every stage for every workload; writes ``bench.json``, ``latencies.json`` and the plots."""
     from streamproc import registry
+
+    settings = with_bench_defaults(settings)
 
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +236,7 @@ def _compute_stage(
     }
     spec_path, result_path = scratch / f"{name}-spec.json", scratch / f"{name}-compute.json"
     spec_path.write_text(json.dumps(spec))
-    child = ChildProcess("streamproc.bench_compute", data, ctx.workdir, f"compute-{name}").start(
+    child = ChildProcess("streamproc.bench.compute", data, ctx.workdir, f"compute-{name}").start(
         [str(spec_path), str(result_path)]
     )
     ctx.sampler.watch("compute", child.pid)

@@ -7,6 +7,8 @@ from typing import Any
 
 import redis
 
+from streamproc.engine.keys import FEED_FIELD, RedisKeys
+
 MAX_SHOWN_STRING = 60
 
 
@@ -21,7 +23,7 @@ class FeedReader:
         self, client: redis.Redis, prefix: str, kinds: list[str] | None = None, from_start: bool = True
     ) -> None:
         self.client = client
-        self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.kinds = kinds
         self.from_start = from_start
         self._cursors: dict[str, str] = {}
@@ -29,9 +31,9 @@ class FeedReader:
     def poll(self, block_ms: int = 0) -> list[dict[str, Any]]:
         """Records added since the last poll, waiting up to ``block_ms`` when there are none."""
         names = (
-            [f"{self.prefix}feed:{k}" for k in self.kinds]
+            [self.keys.feed(k) for k in self.kinds]
             if self.kinds
-            else [key.decode() for key in self.client.scan_iter(f"{self.prefix}feed:*")]
+            else [key.decode() for key in self.client.scan_iter(self.keys.feed_pattern())]
         )
         for name in names:
             self._cursors.setdefault(name, "0" if self.from_start else "$")
@@ -42,7 +44,7 @@ class FeedReader:
         for stream, entries in answer or []:
             for entry_id, fields in entries:
                 self._cursors[stream.decode()] = entry_id.decode()
-                records.append(json.loads(fields[b"record"]))
+                records.append(json.loads(fields[FEED_FIELD.encode()]))
         return records
 
 

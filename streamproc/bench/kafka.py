@@ -23,39 +23,23 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamproc.bench_stats import latency_summary, steady_rate
-from streamproc.bench_workload import WorkloadRecord, cycle_stamped, stamp
+from streamproc.bench.stats import latency_summary, steady_rate
+from streamproc.bench.workload import WorkloadRecord, cycle_stamped, stamp
 from streamproc.config import KafkaSettings, Settings
-from streamproc.demo_events import DemoRecord
-from streamproc.sinks import kafka_client_options
+from streamproc.dev.demo_events import DemoRecord
+from streamproc.kafka_clients import aiokafka_options, ensure_topics
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 def create_topics(kafka: KafkaSettings, names: Sequence[str]) -> None:
-    """Create the run's topics up front with the worker's partition count."""
-    from kafka import KafkaAdminClient
-
-    from streamproc.worker import _kafka_python_options, ensure_topics
-
-    ensure_topics(kafka, list(names))
-    admin = KafkaAdminClient(**_kafka_python_options(kafka))
-    try:  # new partitions elect their leader a moment later; producing before that only retries
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            described = admin.describe_topics(list(names))
-            if all(
-                t["error_code"] == 0 and all(p.get("leader_id", -1) >= 0 for p in t["partitions"]) for t in described
-            ):
-                return
-            time.sleep(0.1)
-    finally:
-        admin.close()
+    """Create the run's topics up front with the worker's partition count, leaders elected."""
+    ensure_topics(kafka, names, wait_for_leaders=True)
 
 
 def preproduce(settings: Settings, records: Sequence[WorkloadRecord], topic_for_type: Mapping[str, str]) -> float:
     """Send ``records`` (event time: now) and wait for every ack; returns the seconds it took."""
-    from streamproc.producer import produce
+    from streamproc.dev.producer import produce
 
     now_ms = int(time.time() * 1000)
     stamped = [DemoRecord(r.key, stamp(r, "", now_ms)[0], r.event_id, r.event_type) for r in records]
@@ -96,7 +80,7 @@ async def transport_limit(
     previous sends' acks); offsets are committed only up to acknowledged copies, at
     most every ``commit_interval_s``, as the worker does.
     """
-    options = kafka_client_options(kafka)
+    options = aiokafka_options(kafka)
     consumer = AIOKafkaConsumer(
         source, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False, **options
     )
@@ -176,7 +160,7 @@ async def paced_produce(
         enable_idempotence=True,
         linger_ms=0,
         max_request_size=MAX_REQUEST_BYTES,
-        **kafka_client_options(kafka),
+        **aiokafka_options(kafka),
     )
     await producer.start()
     default_topic = next(iter(topic_for_type.values()))
@@ -233,7 +217,7 @@ class ResultReader:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
-            **kafka_client_options(self.kafka),
+            **aiokafka_options(self.kafka),
         )
         await self._consumer.start()
         try:

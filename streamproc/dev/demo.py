@@ -24,10 +24,11 @@ import yaml
 from kafka import KafkaConsumer
 
 from streamproc.config import Settings
-from streamproc.demo_events import demo_records
-from streamproc.feeds import FeedReader, summarize
-from streamproc.producer import produce
-from streamproc.stack import LocalStack, _free_ports
+from streamproc.dev.demo_events import demo_records
+from streamproc.dev.feeds import FeedReader, summarize
+from streamproc.dev.producer import produce
+from streamproc.dev.stack import LocalStack, free_ports
+from streamproc.kafka_clients import kafka_python_options
 
 READY_TIMEOUT_S = 300.0
 DRAIN_TIMEOUT_S = 300.0
@@ -46,7 +47,7 @@ def demo_settings(base: Settings, run_id: str, bootstrap: str, redis_url: str) -
         dead_letter_topic=f"demo-{run_id}-dead-letters",
     )
     data["redis"].update(url=redis_url, key_prefix=f"demo:{run_id}:")
-    data["http"].update(bind="127.0.0.1", port=_free_ports(1)[0])
+    data["http"].update(bind="127.0.0.1", port=free_ports(1)[0])
     return Settings.model_validate(data)
 
 
@@ -150,7 +151,7 @@ def _scrape(base_url: str) -> dict[str, float]:
 def _dead_letters(settings: Settings) -> list[dict[str, object]]:
     consumer = KafkaConsumer(
         settings.kafka.dead_letter_topic,
-        bootstrap_servers=settings.kafka.bootstrap.split(","),
+        **kafka_python_options(settings.kafka),
         auto_offset_reset="earliest",
         consumer_timeout_ms=3000,
         enable_auto_commit=False,

@@ -9,7 +9,7 @@ than the engine's Redis-backed, replay-safe state: it flatters the baseline). Fa
 acks each record after the loop body, as its default agents do.
 
 It shares the worker's plugin loading (devices, threads, settings) and result record
-format, nothing else. Run as ``python -m streamproc.bench_naive`` with the settings in
+format, nothing else. Run as ``python -m streamproc.bench.naive`` with the settings in
 ``STREAMPROC_CONFIG_FILE``; stop it with SIGTERM.
 """
 
@@ -28,14 +28,15 @@ import torch
 from redis.asyncio import Redis
 
 from streamproc.config import load_settings
+from streamproc.engine.keys import RedisKeys
+from streamproc.engine.routing import MAX_CHAIN_DEPTH
 from streamproc.errors import InvalidEvent
 from streamproc.events import DerivedEvent, Event, decode_event
-from streamproc.logs import configure_logging
+from streamproc.ops.logs import configure_logging
 from streamproc.records import ResultRecord, now_ms
-from streamproc.worker import build_router, load_plugins
+from streamproc.registry import build_router, load_plugins
 
-log = logging.getLogger("streamproc.bench_naive")
-MAX_CHAIN_DEPTH = 4
+log = logging.getLogger("streamproc.bench.naive")
 
 
 def build_app() -> faust.App:
@@ -61,7 +62,7 @@ def build_app() -> faust.App:
     source = app.topic(*sorted(set(kafka.input_topics.values())), key_type=bytes, value_type=bytes)
     outputs = {name: app.topic(router.output_topic(name), key_type=bytes, value_type=bytes) for name in runtimes}
     redis = Redis.from_url(settings.redis.url)
-    prefix = settings.redis.key_prefix
+    keys = RedisKeys(settings.redis.key_prefix)
     limits = settings.limits.payload_limits()
     states: dict[str, Mapping[str, Any]] = {}
 
@@ -86,7 +87,7 @@ def build_app() -> faust.App:
                 event.id, name, plugin.model_version, plugin.produces, event.key, event.ts, now_ms(), body
             )
             payload = record.to_json()
-            await redis.set(f"{prefix}latest:{record.kind}:{record.key}", payload)
+            await redis.set(keys.latest(record.kind, record.key), payload)
             sent = await outputs[name].send(key=record.key.encode(), value=payload, force=True)
             await sent
             if depth < MAX_CHAIN_DEPTH:

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz``.
+"""Prometheus metrics of one worker.
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` and ``_bytes``
 units). ``METRIC_NAMES`` lists every family the worker exports; the deployment's
@@ -7,20 +7,13 @@ dashboard and alerts may only use these (a test checks them against a live worke
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
-
-log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 INFER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -127,43 +120,3 @@ METRIC_NAMES = (
     "streamproc_gpu_memory_total_bytes",
     "streamproc_worker_ready",
 )
-
-
-class HealthServer:
-    """Serves metrics and probes on one port. ``ready`` decides /readyz; /healthz is liveness."""
-
-    def __init__(self, metrics: Metrics, bind: str, port: int, ready: Callable[[], tuple[bool, str]]) -> None:
-        self.metrics = metrics
-        self.bind = bind
-        self.port = port
-        self._ready = ready
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> int:
-        """Start serving; returns the bound port (useful with port 0)."""
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind, self.port)
-        await site.start()
-        sockets = site._server.sockets if site._server else []  # aiohttp exposes no public accessor
-        self.port = sockets[0].getsockname()[1] if sockets else self.port
-        log.info("metrics and probes on http://%s:%d", self.bind, self.port)
-        return self.port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "alive"})
-
-    async def _readyz(self, _: web.Request) -> web.Response:
-        ok, reason = self._ready()
-        return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)

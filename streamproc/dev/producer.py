@@ -11,7 +11,8 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from streamproc.config import Settings
-from streamproc.demo_events import DemoRecord
+from streamproc.dev.demo_events import DemoRecord
+from streamproc.kafka_clients import kafka_python_options
 
 
 class ProgressBar:
@@ -66,10 +67,10 @@ def produce(
 ) -> dict[str, int]:
     """Send records with ``acks=all``; returns counts per event type. Shows progress."""
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap.split(","),
+        **kafka_python_options(settings.kafka),
         acks="all",
         linger_ms=5,
-        max_request_size=16 * 1024 * 1024,
+        max_request_size=settings.kafka.max_message_bytes,
         retries=5,
     )
     default_topic = topic_for_type.get("playback") or next(iter(topic_for_type.values()))

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from streamproc.engine.runtime import BatchStats, Failure, Outcome, PluginRuntime
 from streamproc.events import Event
-from streamproc.runtime import BatchStats, Failure, Outcome, PluginRuntime
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The local stack: a real single-node Apache Kafka (KRaft) broker and a real Redis server.
 
 For development, the demo and the tests on a machine without Docker. Kafka's jars come
-from Maven Central through ``deploy/local/kafka/pom.xml`` into a cache outside the clone
+from Maven Central through the Maven recipe ``kafka-pom.xml`` beside this module into a cache outside the clone
 (``$STREAMPROC_CACHE``, default ``~/.cache/streamproc``); Redis is Debian's
 ``redis-server``. Both listen on free loopback ports. A stack lives in a home directory
 (``<cache>/stack`` unless told otherwise) holding ``stack.json`` with its PIDs and
@@ -32,8 +32,7 @@ from streamproc.errors import StackError
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-KAFKA_POM = REPO_ROOT / "deploy" / "local" / "kafka" / "pom.xml"
+KAFKA_POM = Path(__file__).resolve().parent / "kafka-pom.xml"  # package data of streamproc-dev
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
@@ -90,7 +89,7 @@ class LocalStack:
         if not self._state_file.exists():
             return None
         info = StackInfo(**json.loads(self._state_file.read_text()))
-        if _alive(info.kafka_pid) and _alive(info.redis_pid):
+        if alive(info.kafka_pid) and alive(info.redis_pid):
             return info
         return None
 
@@ -105,7 +104,7 @@ class LocalStack:
         redis_server = ensure_redis_server(progress)
         self.ensure_kafka_jars(progress)
         self.home.mkdir(parents=True, exist_ok=True)
-        redis_port, kafka_port, controller_port = _free_ports(3)
+        redis_port, kafka_port, controller_port = free_ports(3)
         redis_pid = self._start_redis(redis_server, redis_port)
         try:
             self._format_kafka(java, kafka_port, controller_port)
@@ -172,7 +171,7 @@ class LocalStack:
             return self.libs
         mvn = _require("mvn", "Maven is required to fetch Kafka's jars: apt-get install -y maven")
         if not KAFKA_POM.exists():
-            raise StackError(f"Kafka recipe not found at {KAFKA_POM} (run from a streamproc clone)")
+            raise StackError(f"Kafka recipe not found at {KAFKA_POM} (reinstall streamproc-dev)")
         progress(f"fetching Apache Kafka {KAFKA_VERSION} jars with Maven (first run only) ...")
         tmp = self.libs.with_name("libs.partial")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -217,7 +216,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait_for(lambda: _redis_ping(port), 20.0, f"Redis on port {port}", proc, self.home / "redis.log")
+        _wait_for(lambda: redis_ping(port), 20.0, f"Redis on port {port}", proc, self.home / "redis.log")
         return proc.pid
 
     def _format_kafka(self, java: str, port: int, controller_port: int) -> None:
@@ -352,7 +351,7 @@ def _require(tool: str, hint: str) -> str:
     return found
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for s in sockets:
@@ -363,7 +362,7 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -379,7 +378,7 @@ def _alive(pid: int) -> bool:
 
 def _stop_pid(pid: int) -> None:
     for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
-        if not _alive(pid):
+        if not alive(pid):
             return
         try:
             os.killpg(pid, sig)
@@ -388,7 +387,7 @@ def _stop_pid(pid: int) -> None:
         except PermissionError:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             _reap(pid)
             time.sleep(0.1)
     _reap(pid)
@@ -420,7 +419,7 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def _redis_ping(port: int) -> bool:
+def redis_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
             s.sendall(b"PING\r\n")

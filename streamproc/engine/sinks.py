@@ -8,31 +8,34 @@ at-least-once (a replay may repeat a record; consumers dedupe by ``event_id``). 
 sink writes a whole publication batch at once: one Redis pipeline, and Kafka sends
 awaited together, with ``acks=all`` and the idempotent producer.
 
-Redis keys (``<p>`` is ``redis.key_prefix``):
-- ``<p>latest:<kind>:<entity key>``: the latest result record (JSON), with a TTL;
-- ``<p>feed:<kind>``: a stream of result records (field ``record``), capped;
-- ``<p>seen:<plugin>:<event id>``: publication marker, with a TTL;
-- ``<p>state:<plugin>:<state key>``: keyed plugin state (see ``streamproc.state``).
+The Redis key layout is ``streamproc.engine.keys.RedisKeys``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
 from streamproc.config import KafkaSettings, RedisSettings
-from streamproc.records import DeadLetter, ResultRecord
-from streamproc.state import WRITE_IF_NEWER, StateWrite
+from streamproc.engine.keys import FEED_FIELD, RedisKeys
+from streamproc.engine.state import WRITE_IF_NEWER, StateWrite
+from streamproc.kafka_clients import aiokafka_options
+from streamproc.records import ResultRecord
 
-# KEYS: seen, latest, feed; ARGV: record json, dedupe ttl, result ttl, feed maxlen
+if TYPE_CHECKING:
+    from streamproc.engine.delivery import KafkaMessage
+
+DEAD_LETTER_HEADROOM_BYTES = 64 * 1024
+
+# KEYS: seen, latest, feed; ARGV: record json, dedupe ttl, result ttl, feed maxlen, feed field
 PUBLISH_ONCE = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'record', ARGV[1])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', ARGV[5], ARGV[1])
   return 1
 end
 return 0
@@ -46,41 +49,15 @@ def redis_client(settings: RedisSettings) -> Redis:
     return Redis.from_url(settings.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, **kwargs)
 
 
-def kafka_client_options(settings: KafkaSettings) -> dict[str, object]:
-    """aiokafka connection options (bootstrap, SASL/SSL) shared by producer and admin."""
-    options: dict[str, object] = {
-        "bootstrap_servers": settings.bootstrap,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=settings.ssl_cafile)
-        if settings.ssl_certfile:
-            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
-        options["ssl_context"] = context
-    if settings.security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    return options
-
-
 class RedisSink:
     """Writes result records and state changes to Redis in one pipeline per batch."""
 
     def __init__(self, redis: Redis, settings: RedisSettings) -> None:
         self.redis = redis
         self.settings = settings
+        self.keys = RedisKeys(settings.key_prefix)
         self._publish = redis.register_script(PUBLISH_ONCE)
         self._write_state = redis.register_script(WRITE_IF_NEWER)
-
-    def latest_key(self, kind: str, key: str) -> str:
-        return f"{self.settings.key_prefix}latest:{kind}:{key}"
-
-    def feed_key(self, kind: str) -> str:
-        return f"{self.settings.key_prefix}feed:{kind}"
-
-    def seen_key(self, plugin: str, event_id: str) -> str:
-        return f"{self.settings.key_prefix}seen:{plugin}:{event_id}"
 
     async def write(self, results: Sequence[ResultRecord], state_writes: Sequence[StateWrite]) -> None:
         """Apply every write; returns once Redis acknowledged all of them, else raises."""
@@ -96,13 +73,12 @@ class RedisSink:
                 )
             for record in results:
                 keys = [
-                    self.seen_key(record.plugin, record.event_id),
-                    self.latest_key(record.kind, record.key),
-                    self.feed_key(record.kind),
+                    self.keys.seen(record.plugin, record.event_id),
+                    self.keys.latest(record.kind, record.key),
+                    self.keys.feed(record.kind),
                 ]
-                await self._publish(
-                    keys=keys, args=[record.to_json(), s.dedupe_ttl_s, s.result_ttl_s, s.feed_maxlen], client=pipe
-                )
+                args = [record.to_json(), s.dedupe_ttl_s, s.result_ttl_s, s.feed_maxlen, FEED_FIELD]
+                await self._publish(keys=keys, args=args, client=pipe)
             await pipe.execute(raise_on_error=True)
 
 
@@ -122,11 +98,11 @@ class KafkaSink:
     async def start(self) -> None:
         """Create and start the producer (aiokafka needs the running loop for that)."""
         self._producer = AIOKafkaProducer(
-            **kafka_client_options(self.settings),
+            **aiokafka_options(self.settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
-            max_request_size=16 * 1024 * 1024,
+            max_request_size=self.settings.max_message_bytes,
             request_timeout_ms=30_000,
         )
         await self._producer.start()
@@ -136,14 +112,30 @@ class KafkaSink:
             await self._producer.stop()
             self._producer = None
 
-    async def write(self, results: Sequence[tuple[str, ResultRecord]], dead_letters: Sequence[DeadLetter]) -> None:
-        """Send every record; returns once the broker acknowledged all of them, else raises."""
-        futures = [
-            await self.producer.send(topic, record.to_json(), key=record.key.encode()) for topic, record in results
-        ]
-        futures += [
-            await self.producer.send(self.settings.dead_letter_topic, letter.to_json(), key=letter.source.key)
-            for letter in dead_letters
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.settings.dead_letter_topic
+
+    @property
+    def max_original_bytes(self) -> int:
+        """The largest original that fits whole in a dead letter on this cluster: base64
+        makes it 4/3 larger, and the letter's other fields need room too."""
+        return max(0, (self.settings.max_message_bytes - DEAD_LETTER_HEADROOM_BYTES) * 3 // 4)
+
+    async def send(self, messages: Sequence[KafkaMessage]) -> list[tuple[KafkaMessage, KafkaError]]:
+        """Send every message and wait for every acknowledgement (``acks=all``). Returns the
+        messages Kafka did not take, each with its error (empty: all acknowledged); raises
+        only when the producer itself fails."""
+        failures: list[tuple[KafkaMessage, KafkaError]] = []
+        sent = []
+        for message in messages:
+            try:
+                sent.append((message, await self.producer.send(message.topic, message.value, key=message.key)))
+            except KafkaError as exc:  # refused before sending: too large, unknown topic name
+                failures.append((message, exc))
+        for message, future in sent:
+            try:
+                await future
+            except KafkaError as exc:
+                failures.append((message, exc))
+        return failures

@@ -9,7 +9,7 @@ at each plugin's best size, one plugin after the other. It also drives the engin
 ``MicroBatcher`` in process (``drive_batcher``): batching, the plugin thread and
 ``run_batch``, still with no Kafka, Redis, decoding or ordered publishing.
 
-Run as ``python -m streamproc.bench_compute SPEC OUT`` (settings from
+Run as ``python -m streamproc.bench.compute SPEC OUT`` (settings from
 ``STREAMPROC_CONFIG_FILE``) so that each plugin is measured alone in a fresh process:
 its memory after load and after a warm-up batch is part of the result. The events it
 used are written as the workload of the later (Kafka) stages.
@@ -27,16 +27,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamproc.bench_process import peak_rss_mb, rss_mb
-from streamproc.bench_stats import latency_summary, percentile, steady_rate
-from streamproc.bench_workload import WorkloadRecord, demo_pool, write_workload
+from streamproc.bench.process import peak_rss_mb, rss_mb
+from streamproc.bench.stats import latency_summary, percentile, steady_rate
+from streamproc.bench.workload import WorkloadRecord, demo_pool, write_workload
+from streamproc.engine.routing import MAX_CHAIN_DEPTH
 
 if TYPE_CHECKING:
     from streamproc.config import Settings
 
 Item = tuple[Any, Mapping[str, Any] | None]
-
-MAX_CHAIN_DEPTH = 4
 
 
 @dataclass
@@ -325,7 +324,7 @@ async def drive_batcher(
     after ``max_s`` seconds. Latency is submit to outcome, for items submitted after
     ``warmup_s``.
     """
-    from streamproc.batching import MicroBatcher
+    from streamproc.engine.batching import MicroBatcher
 
     batch_sizes: list[int] = []
     batcher = MicroBatcher(runtime, timeout_s, lambda _rt, stats: batch_sizes.append(stats.size))
@@ -378,14 +377,14 @@ async def drive_batcher(
 def _use_every_core(settings: Settings) -> None:
     """The compute limit runs one batch at a time with nothing beside it: every core for torch
     (unless ``cpu_threads`` is set), where the worker leaves one to its event loop."""
-    from streamproc.runtime import configure_cpu_threads
+    from streamproc.engine.runtime import configure_cpu_threads
 
     configure_cpu_threads(settings.cpu_threads, plugin_threads=1, reserved_cores=0)
 
 
 def _measure_plugin(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     from streamproc.config import load_settings
-    from streamproc.worker import build_router, load_plugins
+    from streamproc.registry import build_router, load_plugins
 
     name = spec["plugins"][0]
     settings = load_settings()
@@ -433,7 +432,7 @@ def _measure_plugin(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
 
 def _measure_mix(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     from streamproc.config import load_settings
-    from streamproc.worker import build_router, load_plugins
+    from streamproc.registry import build_router, load_plugins
 
     settings = load_settings()
     out["memory"] = {"rss_imports_mb": round(rss_mb(), 1)}

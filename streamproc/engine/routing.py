@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from streamproc.errors import ConfigError
 
+MAX_CHAIN_DEPTH = 4
+"""How many result-to-plugin hops one input event may take (transcript -> translation is 1)."""
+
 
 @dataclass(frozen=True)
 class PluginRoute:

@@ -6,7 +6,7 @@ N events is produced first, then the worker starts; the run ends when its ``/met
 show every event consumed and nothing in flight (every result acknowledged by both
 sinks). Latency: with the same worker, a paced generator offers a fixed share of that
 maximum for a fixed time while a reader notes when each result shows up on Kafka and
-in Redis. The naive baseline (``streamproc.bench_naive``) gets the same backlog
+in Redis. The naive baseline (``streamproc.bench.naive``) gets the same backlog
 treatment; its rate is read from its output topic (it has no metrics).
 """
 
@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamproc.bench_kafka import ResultReader, create_topics, paced_produce, preproduce
-from streamproc.bench_process import ChildProcess, CpuSampler, ProcessCensus, Profile, peak_rss_mb, rss_mb
-from streamproc.bench_stats import histogram_counts, histogram_quantile, steady_rate, subtract_buckets
-from streamproc.bench_workload import WorkloadRecord
+from streamproc.bench.kafka import ResultReader, create_topics, paced_produce, preproduce
+from streamproc.bench.process import ChildProcess, CpuSampler, ProcessCensus, Profile, peak_rss_mb, rss_mb
+from streamproc.bench.stats import histogram_counts, histogram_quantile, steady_rate, subtract_buckets
+from streamproc.bench.workload import WorkloadRecord
 from streamproc.config import KafkaSettings, Settings
-from streamproc.stack import _free_ports
+from streamproc.dev.stack import free_ports
+from streamproc.engine.keys import RedisKeys
 
 READY_TIMEOUT_S = 300.0
 GROUP_SETTLE_S = 30.0
@@ -85,11 +86,11 @@ def run_settings(ctx: RunContext, run_id: str, plugins: Sequence[str]) -> tuple[
         dead_letter_topic=f"{prefix}dead-letters",
     )
     data["redis"].update(url=ctx.redis_url, key_prefix=f"bench:{run_id}:")
-    data["http"].update(bind="127.0.0.1", port=_free_ports(1)[0])
+    data["http"].update(bind="127.0.0.1", port=free_ports(1)[0])
     data["enabled_plugins"] = list(plugins)
     run = Settings.model_validate(data)
     outputs = [run.plugin(n).output_topic or f"{prefix}{ctx.produces[n]}" for n in plugins]
-    feeds = sorted({f"bench:{run_id}:feed:{ctx.produces[n]}" for n in plugins})
+    feeds = sorted({RedisKeys(run.redis.key_prefix).feed(ctx.produces[n]) for n in plugins})
     return data, RunTopics(dict(run.kafka.input_topics), outputs, feeds, run.kafka.dead_letter_topic)
 
 
@@ -197,7 +198,7 @@ class WorkerGroup:
         for index in range(count):
             member = copy.deepcopy(dict(data))
             if index:
-                member["http"]["port"] = _free_ports(1)[0]
+                member["http"]["port"] = free_ports(1)[0]
             name = f"worker-{run_id}" + (f"-{index}" if count > 1 else "")
             self.members.append((ChildProcess("streamproc", member, workdir, name), member["http"]["port"]))
 
@@ -461,7 +462,7 @@ def measure_naive(
     create_topics(settings.kafka, topics.all())
     ctx.say(f"  naive: producing a backlog of {len(records)} events")
     preproduce(settings, records, topics.inputs)
-    app = ChildProcess("streamproc.bench_naive", data, ctx.workdir, f"naive-{run_id}")
+    app = ChildProcess("streamproc.bench.naive", data, ctx.workdir, f"naive-{run_id}")
     try:
         return asyncio.run(_naive(ctx, app, settings.kafka, topics, records, cap_s))
     finally:

@@ -25,6 +25,7 @@ from streamproc.config import PluginSettings
 from streamproc.errors import InvalidInput
 from streamproc.events import Event
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
+from streamproc.records import DEFAULT_MAX_RESULT_BYTES, DeadLetterStage, clean_reason, encode_body
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,18 @@ CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 class Failure:
     """Why one item failed: the stage (prepare, infer, result, timeout) and a reason."""
 
-    stage: str
+    stage: DeadLetterStage
     reason: str
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one event in one plugin: a result body, a skip, or a failure."""
+    """What became of one event in one plugin: a result body (with its JSON), a skip, or a
+    failure."""
 
     body: Mapping[str, Any] | None = None
     failure: Failure | None = None
+    body_json: str = ""
 
     @property
     def skipped(self) -> bool:
@@ -140,7 +143,12 @@ class PluginRuntime:
         device: torch.device,
         autocast_dtype: torch.dtype | None,
         infer_retries: int,
+        options: Mapping[str, Any] | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
+        """``options`` are the validated plugin options (default: ``settings.options`` as given);
+        a result body whose JSON exceeds ``max_result_bytes`` fails its event (stage result)."""
+        self.max_result_bytes = max_result_bytes
         self.plugin = plugin
         self.name = plugin.name
         self.produces = plugin.produces
@@ -148,7 +156,8 @@ class PluginRuntime:
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.infer_retries = infer_retries
-        self.context = LoadContext(device=device, autocast_dtype=autocast_dtype, options=settings.options)
+        options = dict(settings.options if options is None else options)
+        self.context = LoadContext(device=device, autocast_dtype=autocast_dtype, options=options)
 
     @property
     def dtype_name(self) -> str:
@@ -167,7 +176,7 @@ class PluginRuntime:
             try:
                 prepared = self.plugin.prepare(event, state)
             except InvalidInput as exc:
-                outcomes[i] = Outcome(failure=Failure("prepare", exc.reason))
+                outcomes[i] = Outcome(failure=Failure("prepare", clean_reason(exc.reason, 500)))
                 continue
             except Exception as exc:  # plugin bug: the item fails, the worker goes on
                 outcomes[i] = self._error("prepare", exc, stats)
@@ -197,10 +206,27 @@ class PluginRuntime:
                 outcomes[i] = output
                 continue
             try:
-                outcomes[i] = Outcome(body=dict(self.plugin.result(items[i][0], output)))
+                body = dict(self.plugin.result(items[i][0], output))
             except Exception as exc:
                 outcomes[i] = self._error("result", exc, stats)
+                continue
+            outcomes[i] = self._encoded(body, stats)
         return outcomes, stats
+
+    def _encoded(self, body: dict[str, Any], stats: BatchStats) -> Outcome:
+        """The body with its JSON, or a ``result`` failure when it is not strict JSON (a
+        tensor, NaN) or is larger than ``max_result_bytes``: the event fails, not its sink."""
+        try:
+            body_json = encode_body(body)
+        except (TypeError, ValueError) as exc:
+            stats.errors["result"] = stats.errors.get("result", 0) + 1
+            return Outcome(failure=Failure("result", clean_reason(f"result body is not JSON: {exc}", 500)))
+        size = len(body_json.encode())
+        if size > self.max_result_bytes:
+            stats.errors["result"] = stats.errors.get("result", 0) + 1
+            reason = f"result body of {size} bytes exceeds limits.max_result_bytes ({self.max_result_bytes})"
+            return Outcome(failure=Failure("result", reason))
+        return Outcome(body=body, body_json=body_json)
 
     def _infer(self, inputs: list[Any]) -> Sequence[Any]:
         autocast = (
@@ -224,6 +250,6 @@ class PluginRuntime:
         assert last is not None
         return self._error("infer", last, stats)
 
-    def _error(self, stage: str, exc: Exception, stats: BatchStats) -> Outcome:
+    def _error(self, stage: DeadLetterStage, exc: Exception, stats: BatchStats) -> Outcome:
         stats.errors[stage] = stats.errors.get(stage, 0) + 1
-        return Outcome(failure=Failure(stage, f"{type(exc).__name__}: {exc}"[:500]))
+        return Outcome(failure=Failure(stage, clean_reason(f"{type(exc).__name__}: {exc}", 500)))

@@ -1,0 +1,209 @@
+"""Records real producers send, generated whole, against a real worker, broker and Redis.
+
+The promise under test: every record ends as exactly one result or exactly one dead letter
+with its reason, the worker keeps consuming, its group commits to the end of every
+partition, and its liveness probe stays green. Records are generated whole (hypothesis):
+valid events with one mutation each (a field dropped, retyped or replaced by a giant,
+non-finite or nested value, an extra field, the bytes truncated or prefixed with invalid
+UTF-8), tombstones, random bytes, deep nesting and an oversize record, with keys that are
+the event key, random bytes or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import WorkerProcess, create_topics, make_settings, read_topic, wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+pytestmark = pytest.mark.integration
+
+BATCH = 40
+JSON_LEAF = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+JSON_VALUE = st.recursive(
+    JSON_LEAF,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+KINDS = (
+    "valid",
+    "drop",
+    "retype",
+    "hostile",
+    "extra",
+    "truncate",
+    "bad-utf8",
+    "tombstone",
+    "random",
+    "nested",
+    "array",
+)
+REFUSED_WHOLE = ("tombstone", "truncate", "bad-utf8", "random", "nested", "array")
+HOSTILE_VALUES = st.sampled_from(
+    [10**30, -(10**30), float("nan"), float("inf"), 1e308, -1, "", "x" * 300, [], {}, None, True, "\u0000", "💥" * 50]
+)
+
+
+@st.composite
+def event_doc(draw: st.DrawFn, ident: str) -> dict[str, Any]:
+    """A valid playback or upload event with the id ``ident``."""
+    base = {
+        "id": ident,
+        "ts": int(time.time() * 1000) - draw(st.integers(0, 10**9)),
+        "user_id": f"u{draw(st.integers(0, 9))}",
+    }
+    if draw(st.booleans()):
+        action = draw(st.sampled_from(["start", "progress", "complete", "skip", "like"]))
+        return {
+            **base,
+            "type": "playback",
+            "item_id": f"i{draw(st.integers(1, 99))}",
+            "action": action,
+            "position_s": draw(st.floats(0, 1e4)),
+            "duration_s": draw(st.floats(1, 1e4)),
+            "media": "video",
+        }
+    return {**base, "type": "upload", "upload_id": f"up-{ident}", "title": draw(st.text(min_size=1, max_size=60))}
+
+
+@st.composite
+def hostile_record(draw: st.DrawFn, ident: str) -> tuple[bytes | None, bytes | None, str]:
+    """(key, value, what it is): one generated record with the id ``ident`` where it has one."""
+    doc = draw(event_doc(ident))
+    kind = draw(st.sampled_from(KINDS))
+    field = draw(st.sampled_from(sorted(k for k in doc if k != "id")))
+    if kind == "drop":
+        del doc[field]
+    elif kind == "retype":
+        doc[field] = draw(JSON_VALUE)
+    elif kind == "hostile":
+        doc[field] = draw(HOSTILE_VALUES)
+    elif kind == "extra":
+        doc[draw(st.text(min_size=1, max_size=10).filter(lambda k: k not in doc))] = draw(JSON_VALUE)
+    value: bytes | None = json.dumps(doc, allow_nan=True).encode()
+    if kind == "truncate":
+        value = value[: draw(st.integers(0, len(value) - 1))]
+    elif kind == "bad-utf8":
+        value = b"\xff\xfe" + value
+    elif kind == "tombstone":
+        value = None
+    elif kind == "random":
+        value = draw(st.binary(max_size=200))
+    elif kind == "nested":
+        value = b"[" * draw(st.integers(1_000, 200_000))
+    elif kind == "array":
+        value = json.dumps([doc]).encode()
+    key = draw(
+        st.sampled_from(
+            [doc.get("user_id", "u0").encode() if isinstance(doc.get("user_id"), str) else None, None, b"\x00\xff"]
+        )
+    )
+    return key, value, kind
+
+
+@pytest.fixture(scope="module")
+def hostile_worker(
+    endpoints, tmp_path_factory, test_plugins_path: Path
+) -> Iterator[tuple[WorkerProcess, dict[str, Any]]]:
+    name = f"hostile-{int(time.time())}"
+    worker_settings = make_settings(endpoints, name, {}, enabled_plugins=["echo"])
+    create_topics(endpoints.kafka_bootstrap, [*worker_settings["kafka"]["input_topics"].values(), f"{name}-dlq"])
+    worker = WorkerProcess(worker_settings, tmp_path_factory.mktemp("hostile"), test_plugins_path).start()
+    yield worker, worker_settings
+    worker.terminate()
+
+
+def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+    """Send every record; returns each one's (partition, offset)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024)
+    futures = [producer.send(topic, key=key, value=value) for key, value in records]
+    producer.flush()
+    positions = [(m.partition, m.offset) for m in (f.get(timeout=30) for f in futures)]
+    producer.close()
+    return positions
+
+
+def committed_to_end(bootstrap: str, worker_settings: dict[str, Any]) -> bool:
+    group = worker_settings["app_id"]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        committed = admin.list_group_offsets(group)
+        topics = worker_settings["kafka"]["input_topics"].values()
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        ends = consumer.end_offsets(tps)
+        return all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items())
+    finally:
+        admin.close()
+        consumer.close()
+
+
+counter = iter(range(10**6))
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_generated_record_ends_as_one_result_or_one_dead_letter_and_everything_is_committed(
+    hostile_worker: tuple[WorkerProcess, dict[str, Any]], endpoints, data: st.DataObject
+) -> None:
+    worker, worker_settings = hostile_worker
+    batch = next(counter)
+    generated = [data.draw(hostile_record(f"h{batch}-{n}"), label=f"record {n}") for n in range(BATCH)]
+    topic = worker_settings["kafka"]["input_topics"]["upload"]
+    positions = produce_all(endpoints.kafka_bootstrap, topic, [(key, value) for key, value, _ in generated])
+    wait_for(lambda: committed_to_end(endpoints.kafka_bootstrap, worker_settings), 120, "every record committed")
+    letters = [
+        d
+        for d in read_topic(endpoints.kafka_bootstrap, f"{worker_settings['app_id'][5:]}-dlq", 0, 5)
+        if d["topic"] == topic
+    ]
+    results = read_topic(endpoints.kafka_bootstrap, f"{worker_settings['app_id'][5:]}-out-echo", 0, 5)
+    lettered = {(d["partition"], d["offset"]): d for d in letters}
+    answered = {r["event_id"] for r in results}
+    for (_, value, kind), position, n in zip(generated, positions, range(BATCH), strict=True):
+        letter = lettered.get(position)
+        has_result = f"h{batch}-{n}" in answered
+        assert (letter is not None) != has_result, f"record {n} ({kind}) has {'both' if letter else 'neither'}"
+        if letter is not None:
+            assert letter["reason"] and " at 0x" not in letter["reason"]
+            assert letter["original_bytes"] == (None if value is None else len(value))
+        if kind in REFUSED_WHOLE:
+            assert letter is not None and letter["stage"] == "decode", f"record {n} ({kind}) was not refused"
+    assert worker.proc.poll() is None
+    assert worker.http("/healthz")[0] == 200
+
+
+def test_an_oversize_record_is_dead_lettered_whole_and_the_partition_goes_on(
+    hostile_worker: tuple[WorkerProcess, dict[str, Any]], endpoints
+) -> None:
+    worker, worker_settings = hostile_worker
+    name = worker_settings["app_id"].removeprefix("test-")
+    big = json.dumps({"id": "huge", "type": "upload", "title": "x" * (9 * 1024 * 1024)}).encode()  # > 8 MiB limit
+    after = json.dumps(
+        {
+            "id": "after-huge",
+            "type": "playback",
+            "ts": int(time.time() * 1000),
+            "user_id": "u1",
+            "item_id": "i1",
+            "action": "start",
+            "position_s": 0.0,
+            "duration_s": 9.0,
+            "media": "video",
+        }
+    ).encode()
+    topic = worker_settings["kafka"]["input_topics"]["upload"]
+    produce_all(endpoints.kafka_bootstrap, topic, [(b"u1", big), (b"u1", json.dumps(after).encode())])
+    wait_for(lambda: committed_to_end(endpoints.kafka_bootstrap, worker_settings), 120, "the oversize record committed")
+    (letter,) = [d for d in read_topic(endpoints.kafka_bootstrap, f"{name}-dlq", 1, 30) if d["event_id"] == "huge"]
+    assert letter["stage"] == "decode" and "exceeds the limit" in letter["reason"]
+    assert letter["original_bytes"] == len(big) and not letter["original_truncated"]
+    assert "after-huge" in {r["event_id"] for r in read_topic(endpoints.kafka_bootstrap, f"{name}-out-echo", 1)}
+    assert worker.http("/healthz")[0] == 200

@@ -1,0 +1,326 @@
+"""The engine and its ordered publisher, in-process, with recording sinks.
+
+The sinks here record what they are given (and can fail on demand); the plugins are the
+real fixture plugins (``tests/fixture_plugins``). What the real-stack integration tests
+prove end to end, these prove in well under a second each: per-partition order, acks
+only after both sinks acknowledged, chaining, dead letters with their stages, retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+)
+
+from streamproc.config import PluginSettings, Settings
+from streamproc.engine.delivery import KafkaMessage
+from streamproc.engine.engine import Engine
+from streamproc.engine.keys import RedisKeys
+from streamproc.engine.runtime import PluginRuntime
+from streamproc.engine.state import KeyedStateStore, StateWrite, _Entry
+from streamproc.events import Event
+from streamproc.ops.metrics import Metrics
+from streamproc.plugin import Plugin
+from streamproc.records import DeadLetter, ResultRecord, SourceRecord
+from streamproc.registry import build_router, load_plugins
+
+
+@pytest.fixture(autouse=True)
+def fixture_plugins(test_plugins_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture plugins, discoverable through their entry points."""
+    monkeypatch.syspath_prepend(str(test_plugins_path))
+
+
+@dataclass
+class RecordingRedisSink:
+    """Records results and state writes; fails its first ``failures`` writes."""
+
+    failures: int = 0
+    results: list[ResultRecord] = field(default_factory=list)
+    state_writes: list[StateWrite] = field(default_factory=list)
+    calls: int = 0
+
+    async def write(self, results: Sequence[ResultRecord], state_writes: Sequence[StateWrite]) -> None:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("redis is down (recording sink)")
+        self.results += results
+        self.state_writes += state_writes
+
+
+@dataclass
+class RecordingKafkaSink:
+    """Records output records and dead letters; fails its first ``failures`` sends, and
+    refuses for good any message larger than ``max_bytes`` or for a topic in ``refused_topics``."""
+
+    failures: int = 0
+    max_bytes: int = 1024 * 1024
+    refused_topics: tuple[str, ...] = ()
+    results: list[tuple[str, ResultRecord]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    letters_json: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+    dead_letter_topic: str = "dlq"
+    max_original_bytes: int = 4096
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, messages: Sequence[KafkaMessage]) -> list[tuple[KafkaMessage, KafkaError]]:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise KafkaConnectionError("kafka is down (recording sink)")
+        refused = []
+        for message in messages:
+            if len(message.value) > self.max_bytes:
+                refused.append((message, MessageSizeTooLargeError(f"{len(message.value)} bytes")))
+            elif message.topic in self.refused_topics:
+                refused.append((message, TopicAuthorizationFailedError(message.topic)))
+            elif message.letter is not None:
+                self.dead_letters.append(message.letter)
+                self.letters_json.append(json.loads(message.value))
+            else:
+                assert message.result is not None
+                self.results.append(message.result)
+        return refused
+
+
+class MemoryStateStore(KeyedStateStore):
+    """Keyed state starting empty for every key (no Redis read); writes go to the sinks."""
+
+    def __init__(self) -> None:
+        super().__init__(redis=None, keys=RedisKeys("test:"), ttl_s=60)  # type: ignore[arg-type]
+
+    async def _load(self, redis_key: str) -> _Entry:
+        return _Entry(state=None, applied={}, ids=[])
+
+
+@dataclass
+class Run:
+    redis: RecordingRedisSink
+    kafka: RecordingKafkaSink
+    acked: list[str]
+    outputs_at_ack: dict[str, int]
+
+
+def playback(n: int, user: str = "u1") -> bytes:
+    """A playback event of ``user`` (the records below are keyed ``u1``)."""
+    doc = {
+        "id": f"evt-{n}",
+        "type": "playback",
+        "ts": 1_700_000_000_000 + n,
+        "user_id": user,
+        "item_id": f"item-{n}",
+        "action": "start",
+        "position_s": 0.0,
+        "duration_s": 60.0,
+        "media": "video",
+    }
+    return json.dumps(doc).encode()
+
+
+def upload(n: int, title: str) -> bytes:
+    doc = {"id": f"up-{n}", "type": "upload", "ts": 1_700_000_000_000 + n, "user_id": "u1", "upload_id": f"u{n}"}
+    return json.dumps({**doc, "title": title}).encode()
+
+
+def record(value: bytes, offset: int, partition: int = 0) -> SourceRecord:
+    """A record keyed by its event's user, as a well-behaved producer sends playback events."""
+    return SourceRecord("events", partition, offset, b"u1", value)
+
+
+def run_engine(
+    records: list[SourceRecord],
+    plugins: list[str],
+    redis_failures: int = 0,
+    kafka_failures: int = 0,
+    extra: Sequence[Plugin] = (),
+    kafka: RecordingKafkaSink | None = None,
+) -> Run:
+    """Every record through a started engine, drained; ``extra`` plugins are loaded beside
+    the installed ones named in ``plugins``."""
+    settings = Settings(enabled_plugins=plugins, publish_retry_s=0.01)
+    runtimes, reports = load_plugins(settings)
+    assert not [r.error for r in reports if r.error]
+    for plugin in extra:
+        runtimes[plugin.name] = PluginRuntime(plugin, PluginSettings(), torch.device("cpu"), None, infer_retries=1)
+        runtimes[plugin.name].load()
+    run = Run(RecordingRedisSink(redis_failures), kafka or RecordingKafkaSink(kafka_failures), [], {})
+
+    def ack_of(source: SourceRecord) -> Callable[[], None]:
+        def ack() -> None:
+            run.acked.append(source.position)
+            run.outputs_at_ack[source.position] = len(run.kafka.results) + len(run.kafka.dead_letters)
+
+        return ack
+
+    async def main() -> None:
+        engine = Engine(
+            settings, runtimes, build_router(settings, runtimes), run.redis, run.kafka, MemoryStateStore(), Metrics()
+        )  # type: ignore[arg-type]
+        await engine.start()
+        for source in records:
+            await engine.accept(source, ack_of(source))
+        assert await engine.drain(10.0)
+        await engine.stop()
+
+    asyncio.run(main())
+    return run
+
+
+def test_records_are_acked_in_offset_order_per_partition_after_their_outputs() -> None:
+    records = [record(playback(n), offset=n // 2, partition=n % 2) for n in range(20)]
+    run = run_engine(records, ["echo"])
+    for partition in (0, 1):
+        offsets = [int(p.rsplit("@", 1)[1]) for p in run.acked if p.startswith(f"events:{partition}@")]
+        assert offsets == list(range(10))
+    assert len(run.kafka.results) == 20 and len(run.redis.results) == 20
+    for position, outputs in run.outputs_at_ack.items():
+        partition, offset = position.removeprefix("events:").split("@")
+        published = {r.event_id for _, r in run.kafka.results[:outputs]}
+        assert f"evt-{int(offset) * 2 + int(partition)}" in published
+
+
+def test_a_result_chains_to_the_plugin_that_consumes_its_kind() -> None:
+    run = run_engine([record(playback(1), 0)], ["echo", "shout"])
+    kinds = sorted(r.kind for _, r in run.kafka.results)
+    assert kinds == ["echo", "shout"]
+    shout = next(r for _, r in run.kafka.results if r.kind == "shout")
+    assert shout.body == {"shouted": "PLAYBACK"} and shout.event_id == "evt-1"
+
+
+def test_refusals_and_failures_are_dead_lettered_with_their_stage_and_later_records_go_on() -> None:
+    records = [
+        record(b"{not json", 0),
+        record(upload(1, "refuse"), 1),
+        record(upload(2, "boom"), 2),
+        record(upload(3, "fine"), 3),
+    ]
+    run = run_engine(records, ["flaky"])
+    stages = {(d.source.offset, d.stage, d.plugin) for d in run.kafka.dead_letters}
+    assert stages == {(0, "decode", None), (1, "prepare", "flaky"), (2, "infer", "flaky")}
+    assert all(d.refused_ts > 0 and d.reason for d in run.kafka.dead_letters)
+    assert [r.event_id for _, r in run.kafka.results] == ["up-3"]
+    assert run.acked == [f"events:0@{n}" for n in range(4)]
+
+
+@pytest.mark.parametrize(("redis_failures", "kafka_failures"), [(2, 0), (0, 3), (1, 1)])
+def test_a_failing_sink_is_retried_alone_and_nothing_is_acked_before_both_succeed(
+    redis_failures: int, kafka_failures: int
+) -> None:
+    run = run_engine([record(playback(1), 0)], ["echo"], redis_failures, kafka_failures)
+    assert run.acked == ["events:0@0"]
+    assert len(run.redis.results) == 1 and len(run.kafka.results) == 1  # written once, not per attempt
+    assert run.redis.calls == redis_failures + 1 and run.kafka.calls == kafka_failures + 1
+
+
+def test_keyed_state_is_applied_once_per_record_in_input_order() -> None:
+    records = [record(playback(n), n) for n in range(3)] + [record(playback(1), 1)]  # offset 1 redelivered
+    run = run_engine(records, ["counter"])
+    counts = [r.body["count"] for _, r in run.kafka.results]
+    assert counts == [1, 2, 3, 3]
+    assert [w.offset for w in run.redis.state_writes] == [0, 1, 2]
+
+
+def test_hostile_records_become_decode_dead_letters_with_their_identity_and_the_partition_goes_on() -> None:
+    valid = json.loads(playback(9))
+    hostile = [
+        None,  # a tombstone
+        playback(1).replace(b'"position_s": 0.0', b'"position_s": NaN'),
+        playback(2).replace(b'"position_s": 0.0', b'"position_s": 1e999'),
+        playback(3).replace(b'"position_s": 0.0', b'"position_s": ' + b"9" * 5000),
+        json.dumps({**valid, "id": "evt-4", "ts": 10**30}).encode(),
+        b"[" * 100_000,
+    ]
+    records = [SourceRecord("events", 0, n, b"key", value) for n, value in enumerate([*hostile, playback(9)])]
+    run = run_engine(records, ["echo"])
+    letters = {d.source.offset: d for d in run.kafka.dead_letters}
+    assert sorted(letters) == [0, 1, 2, 3, 4, 5] and {d.stage for d in letters.values()} == {"decode"}
+    assert "tombstone" in letters[0].reason and "NaN" in letters[1].reason and "out of range" in letters[2].reason
+    assert "digits" in letters[3].reason and "in the future" in letters[4].reason
+    assert (letters[4].event_id, letters[4].event_type) == ("evt-4", "playback")
+    assert json.loads(letters[0].to_json())["original"] is None
+    assert [r.event_id for _, r in run.kafka.results] == ["evt-9"]
+    assert run.acked == [f"events:0@{n}" for n in range(7)]
+
+
+class TensorResult(Plugin):
+    """Returns a tensor in its result body: a plugin bug that must fail only its own event."""
+
+    name = "tensorish"
+    consumes = ("playback",)
+    produces = "tensorish"
+
+    def load(self, context: object) -> None:
+        self.model_version = "t-1"
+
+    def prepare(self, event: Event, state: object) -> str:
+        return event.id
+
+    def infer(self, batch: Sequence[str]) -> list[torch.Tensor]:
+        return [torch.tensor(float(len(x))) for x in batch]
+
+    def result(self, event: Event, output: torch.Tensor) -> dict[str, object]:
+        return {"length": output}
+
+
+def test_a_result_body_that_is_not_json_fails_only_its_event_and_plugin() -> None:
+    run = run_engine([record(playback(1), 0)], ["echo"], extra=[TensorResult()])
+    (letter,) = run.kafka.dead_letters
+    assert (letter.stage, letter.plugin) == ("result", "tensorish")
+    assert "not JSON" in letter.reason and "Tensor" in letter.reason
+    assert [r.plugin for _, r in run.kafka.results] == ["echo"]
+    assert run.acked == ["events:0@0"]
+
+
+def test_a_result_kafka_refuses_for_good_becomes_a_sink_dead_letter_instead_of_a_stall() -> None:
+    refusing = RecordingKafkaSink(refused_topics=("streamproc-echo",))
+    run = run_engine([record(playback(1), 0), record(playback(2), 1)], ["echo"], kafka=refusing)
+    assert run.kafka.results == [] and len(run.redis.results) == 2  # Redis took them
+    assert [(d.stage, d.plugin, d.event_id) for d in run.kafka.dead_letters] == [
+        ("sink", "echo", "evt-1"),
+        ("sink", "echo", "evt-2"),
+    ]
+    assert "TopicAuthorizationFailedError" in run.kafka.dead_letters[0].reason
+    assert run.acked == ["events:0@0", "events:0@1"]
+
+
+def test_an_original_too_large_for_its_dead_letter_travels_as_size_hash_and_prefix() -> None:
+    huge = b'{"id": "big", "type": "playback", "pad": "' + b"x" * 20_000 + b'"}'
+    run = run_engine([record(huge, 0)], ["echo"], kafka=RecordingKafkaSink(max_bytes=12_000))
+    (letter,) = run.kafka.letters_json
+    assert letter["stage"] == "decode" and letter["event_id"] == "big" and letter["original_truncated"]
+    assert letter["original_bytes"] == len(huge) and len(letter["original_sha256"]) == 64
+    assert base64.b64decode(letter["original"]) == huge[:4096]  # the sink's max_original_bytes
+    assert run.acked == ["events:0@0"]
+
+
+def test_a_record_keyed_unlike_its_event_is_refused_by_a_stateful_plugin_only() -> None:
+    mismatched = SourceRecord("events", 0, 0, b"someone-else", playback(1, user="u1"))
+    run = run_engine([mismatched, record(playback(2, user="u1"), 1)], ["counter", "echo"])
+    (letter,) = run.kafka.dead_letters
+    assert (letter.stage, letter.plugin, letter.event_id) == ("state", "counter", "evt-1")
+    assert "Kafka key b'someone-else' is not its event key 'u1'" in letter.reason
+    assert sorted((r.plugin, r.event_id) for _, r in run.kafka.results) == [
+        ("counter", "evt-2"),
+        ("echo", "evt-1"),
+        ("echo", "evt-2"),
+    ]

@@ -85,7 +85,7 @@ def _drained(bootstrap: str, settings: dict[str, Any]) -> bool:
 
 def _first_result_after(worker: WorkerProcess, baseline: float, since: float) -> float:
     """Seconds from ``since`` (the fault) until ``worker`` publishes past ``baseline`` results."""
-    wait_for(lambda: worker.metric("streamproc_results_total") > baseline, 120, "results to resume", 0.1)
+    wait_for(lambda: worker.metric("streamproc_results_total") > baseline, 300, "results to resume", 0.1)
     return round(time.monotonic() - since, 2)
 
 

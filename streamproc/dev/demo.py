@@ -18,13 +18,14 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import redis
 import yaml
 from kafka import KafkaConsumer
 
 from streamproc.config import Settings
-from streamproc.dev.demo_events import demo_records
+from streamproc.dev.demo_events import OUT_OF_SCOPE_PREFIX, demo_records
 from streamproc.dev.feeds import FeedReader, summarize
 from streamproc.dev.producer import produce
 from streamproc.dev.stack import LocalStack, free_ports
@@ -88,13 +89,16 @@ def _drive(settings: Settings, worker: subprocess.Popen[bytes], count: int, log_
     _say(f"produced {len(records)} events: {dict(produced)}")
     reader = FeedReader(redis.Redis.from_url(settings.redis.url), settings.redis.key_prefix)
     results, latencies = Counter(), []
+    out_of_scope: list[dict[str, Any]] = []
     handled = 0.0
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
         for record in reader.poll(block_ms=500):
             results[record["plugin"]] += 1
             latencies.append(record["result_ts"] - record["event_ts"])
-            if results[record["plugin"]] <= SHOW_PER_PLUGIN:
+            if record["event_id"].startswith(OUT_OF_SCOPE_PREFIX):
+                out_of_scope.append(record)
+            elif results[record["plugin"]] <= SHOW_PER_PLUGIN:
                 print(summarize(record), flush=True)
         metrics = _scrape(base_url)
         handled = metrics.get("streamproc_events_consumed_total", 0) + metrics.get("streamproc_events_invalid_total", 0)
@@ -102,12 +106,17 @@ def _drive(settings: Settings, worker: subprocess.Popen[bytes], count: int, log_
             for record in reader.poll():
                 results[record["plugin"]] += 1
                 latencies.append(record["result_ts"] - record["event_ts"])
+                if record["event_id"].startswith(OUT_OF_SCOPE_PREFIX):
+                    out_of_scope.append(record)
             break
         if worker.poll() is not None:
             _say(f"worker exited with {worker.returncode}; see {log_file}")
             return 1
     dead = _dead_letters(settings)
     _print_summary(produced, results, dead, latencies, handled, len(records))
+    print("inputs the models were not made for, and their answers:")
+    for record in sorted(out_of_scope, key=lambda r: (r["event_id"], r["plugin"])):
+        print(f"  - {record['event_id'].removeprefix(OUT_OF_SCOPE_PREFIX)}: {summarize(record)}")
     return 0 if handled >= len(records) else 1
 
 

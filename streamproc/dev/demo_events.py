@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from streamproc.media import encode_wav
+
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 TITLES = (
@@ -34,6 +36,7 @@ TITLES = (
     "Evening dress for the gala",
 )
 # Music items of the recommender's catalog (genre-artist-track), so demo listening is recognised.
+OUT_OF_SCOPE_PREFIX = "out-of-scope-"
 MUSIC_ITEMS = tuple(f"{genre}-01-a0{n}" for genre in ("rock", "jazz", "pop", "classical") for n in range(1, 9))
 COMMANDS = ("play", "pause", "next", "volume up", "play episode seven", "skip ten seconds")
 
@@ -104,6 +107,46 @@ def demo_records(count: int, seed: int = 7, bad: bool = True, t0: int | None = N
         yield DemoRecord(key.encode(), json.dumps(doc).encode(), doc["id"], doc["type"])
     if bad:
         yield from _bad_records(t0)
+        yield from out_of_scope_records(t0, rng)
+
+
+def out_of_scope_records(ts: int, rng: random.Random) -> Iterator[DemoRecord]:
+    """Valid events the models were not made for, each answered with a rejection and its
+    reason (ids start with ``OUT_OF_SCOPE_PREFIX``): a photo that is noise, not clothing,
+    titled in Spanish (tagger: unknown; translator: not English, passed through); a clip
+    of noise, not speech (speech: rejected); an item no catalogue knows (recommender:
+    counted as unknown)."""
+    noise = np.random.default_rng(rng.randrange(2**32))
+    image = Image.fromarray(noise.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    envelope = {"ts": ts, "user_id": "u-scope"}
+    upload = {
+        "id": f"{OUT_OF_SCOPE_PREFIX}noise-photo",
+        "type": "upload",
+        "upload_id": "scope-up",
+        "image": base64.b64encode(png.getvalue()).decode(),
+        "title": "Atardecer sobre el lago",
+        "language": "en",
+    }
+    audio = {
+        "id": f"{OUT_OF_SCOPE_PREFIX}noise-clip",
+        "type": "audio",
+        "audio_id": "scope-a",
+        "audio": base64.b64encode(encode_wav((0.3 * noise.standard_normal(16_000)).astype(np.float32))).decode(),
+    }
+    play = {
+        "id": f"{OUT_OF_SCOPE_PREFIX}unknown-item",
+        "type": "playback",
+        "item_id": "tt0111161",
+        "action": "complete",
+        "position_s": 0.0,
+        "duration_s": 8520.0,
+        "media": "video",
+    }
+    for doc, key in ((upload, "scope-up"), (audio, "scope-a"), (play, "u-scope")):
+        doc = {**envelope, **doc}
+        yield DemoRecord(key.encode(), json.dumps(doc).encode(), doc["id"], doc["type"])
 
 
 def _bad_records(ts: int) -> Iterator[DemoRecord]:

@@ -1,13 +1,14 @@
 """Prometheus metrics of one worker.
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` and ``_bytes``
-units). ``METRIC_NAMES`` lists every family the worker exports; the deployment's
+units). ``METRIC_NAMES`` lists every family the worker itself exports; the deployment's
 dashboard and alerts may only use these (a test checks them against a live worker).
 """
 
 from __future__ import annotations
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -97,7 +98,10 @@ class Metrics:
         self.up = Gauge("streamproc_worker_ready", "1 when the worker is ready to consume", registry=r)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The worker's metrics, then the process-wide default registry: the Python process
+        (``process_*``, ``python_*``) and the counters plugins register there themselves
+        (``streamproc_recommender_unknown_items_total``)."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
 
 
 METRIC_NAMES = (

@@ -324,3 +324,15 @@ def test_a_record_keyed_unlike_its_event_is_refused_by_a_stateful_plugin_only() 
         ("echo", "evt-1"),
         ("echo", "evt-2"),
     ]
+
+
+def test_metrics_expose_the_counters_plugins_register_in_the_default_registry() -> None:
+    from prometheus_client import REGISTRY, Counter
+
+    counter = Counter("streamproc_testplugin_things_total", "things a plugin counted", registry=REGISTRY)
+    try:
+        counter.inc(3)
+        text = Metrics().exposition().decode()
+        assert "streamproc_testplugin_things_total 3.0" in text and "streamproc_in_flight_events" in text
+    finally:
+        REGISTRY.unregister(counter)

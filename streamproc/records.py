@@ -23,7 +23,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-DeadLetterStage = Literal["decode", "state", "prepare", "infer", "timeout", "result", "sink", "engine"]
+DeadLetterStage = Literal["decode", "state", "prepare", "infer", "timeout", "result", "identity", "sink", "engine"]
 """Where an event was refused; every dead letter names one."""
 
 DEAD_LETTER_STAGES: Mapping[DeadLetterStage, str] = {
@@ -33,6 +33,7 @@ DEAD_LETTER_STAGES: Mapping[DeadLetterStage, str] = {
     "infer": "the model failed on this event alone, after its batch failed",
     "timeout": "the event's batch ran longer than infer_timeout_s",
     "result": "the result body failed, is not strict JSON, or exceeds limits.max_result_bytes",
+    "identity": "another input was already published under the same event id and plugin (ids must be unique)",
     "sink": "Kafka refused the event's result for good (too large for the topic, not authorised); Redis has it",
     "engine": "the engine itself failed on the record (a bug); the record is kept, not lost",
 }
@@ -54,6 +55,11 @@ class SourceRecord:
     @property
     def position(self) -> str:
         return f"{self.topic}:{self.partition}@{self.offset}"
+
+
+def input_digest(value: bytes | None) -> str:
+    """A short digest of an input record's value (SHA-256, 128 bits in hex)."""
+    return hashlib.sha256(value or b"").hexdigest()[:32]
 
 
 def encode_body(body: Mapping[str, Any]) -> str:
@@ -79,6 +85,8 @@ class ResultRecord:
     result_ts: int
     body: Mapping[str, Any]
     body_json: str = ""
+    input_digest: str = ""
+    """``input_digest`` of the input record: tells a replay of it from another input reusing its id."""
 
     def to_json(self) -> bytes:
         head = {

@@ -7,10 +7,12 @@ At-least-once, per-partition order, idempotent outputs. For every consumed recor
 2. The partition's publisher waits for the head of the queue to finish, then takes every
    record behind it that has finished too (one publication batch, still in order).
 3. It writes the batch to Redis (one pipeline: state writes, then results, each
-   idempotent) and to Kafka (results to output topics, dead letters to the DLQ,
-   ``acks=all``), and waits until both acknowledged everything. A sink that fails is
-   retried, the other is not rewritten, until it succeeds or the worker stops; nothing
-   is skipped, so a record is never acknowledged before its outputs.
+   idempotent by plugin and event id; a result whose event id another input already
+   used is turned into an ``identity`` dead letter), then to Kafka (results to output
+   topics, dead letters to the DLQ, ``acks=all``), and waits until both acknowledged
+   everything. A sink that fails is retried, what was acknowledged is not rewritten,
+   until it succeeds or the worker stops; nothing is skipped, so a record is never
+   acknowledged before its outputs. Kafka's permanent refusals become dead letters.
 4. Only then it acks the batch's records, in offset order. Faust commits the highest
    offset below which every record is acked, so an offset is committed only after all
    results of its record and of everything before it in the partition are acknowledged.
@@ -240,19 +242,40 @@ class OrderedPublisher:
         return Publication(dead_letters=[DeadLetter(record.source, "engine", f"{type(error).__name__}: {error}")])
 
     async def _write(self, records: list[PendingRecord], publications: list[Publication]) -> None:
-        """Step 3: both sinks, concurrently, each retried until it acknowledged everything."""
-        await asyncio.gather(self._write_redis(publications), self._write_kafka(records, publications))
+        """Step 3: Redis, then Kafka, each retried until it acknowledged everything. Redis
+        goes first because it decides identity: a result whose event id another input
+        already used is not sent to Kafka but dead-lettered (stage ``identity``)."""
+        await self._write_redis(records, publications)
+        await self._write_kafka(records, publications)
 
-    async def _write_redis(self, publications: list[Publication]) -> None:
+    async def _write_redis(self, records: list[PendingRecord], publications: list[Publication]) -> None:
         results = [r for p in publications for _, r in p.results]
         writes = [w for p in publications for w in p.state_writes]
-        while results or writes:
+        if not results and not writes:
+            return
+        while True:
             try:
-                await self.redis_sink.write(results, writes)
-                return
+                refused = await self.redis_sink.write(results, writes)
+                break
             except Exception as exc:  # down, read-only, timing out: all transient for Redis
                 self._on_failure("redis", exc)
                 await asyncio.sleep(self.retry_s)
+        refused_ids = {id(r) for r in refused}
+        for pending, publication in zip(records, publications, strict=True):
+            for entry in [e for e in publication.results if id(e[1]) in refused_ids]:
+                result = entry[1]
+                log.warning("event id %s of %s reused by another input: dead-lettered", result.event_id, result.plugin)
+                publication.results.remove(entry)
+                publication.dead_letters.append(
+                    DeadLetter(
+                        pending.source,
+                        "identity",
+                        f"event id {result.event_id!r} was already published by {result.plugin} for another input; "
+                        "event ids must be unique",
+                        plugin=result.plugin,
+                        event_id=result.event_id,
+                    )
+                )
 
     async def _write_kafka(self, records: list[PendingRecord], publications: list[Publication]) -> None:
         """Send every result and dead letter; retry only the messages that failed. A message

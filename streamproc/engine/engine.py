@@ -28,7 +28,7 @@ from streamproc.engine.state import KeyedStateStore
 from streamproc.errors import InvalidEvent, StateError
 from streamproc.events import DerivedEvent, Event, InputEvent, decode_event, peek_identity
 from streamproc.ops.metrics import Metrics
-from streamproc.records import DeadLetter, ResultRecord, SourceRecord, now_ms
+from streamproc.records import DeadLetter, ResultRecord, SourceRecord, input_digest, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ class Engine:
                 result_ts=now_ms(),
                 body=outcome.body,
                 body_json=outcome.body_json,
+                input_digest=input_digest(source.value),
             )
             publication.results.append((self.router.output_topic(name), record))
             chained.append(DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin))

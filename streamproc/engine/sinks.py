@@ -31,15 +31,21 @@ if TYPE_CHECKING:
 
 DEAD_LETTER_HEADROOM_BYTES = 64 * 1024
 
-# KEYS: seen, latest, feed; ARGV: record json, dedupe ttl, result ttl, feed maxlen, feed field
+# KEYS: seen, latest, feed; ARGV: record json, dedupe ttl, result ttl, feed maxlen, feed field, input digest.
+# Returns 1: published; 0: this input was published already (a replay); -1: another input
+# was published under the same plugin and event id (the id is not unique).
 PUBLISH_ONCE = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+local seen = redis.call('GET', KEYS[1])
+if not seen then
+  redis.call('SET', KEYS[1], ARGV[6], 'EX', ARGV[2])
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', ARGV[5], ARGV[1])
   return 1
 end
-return 0
+if seen == ARGV[6] or seen == '1' then return 0 end
+return -1
 """
+ID_COLLISION = -1
 
 
 def redis_client(settings: RedisSettings) -> Redis:
@@ -59,10 +65,13 @@ class RedisSink:
         self._publish = redis.register_script(PUBLISH_ONCE)
         self._write_state = redis.register_script(WRITE_IF_NEWER)
 
-    async def write(self, results: Sequence[ResultRecord], state_writes: Sequence[StateWrite]) -> None:
-        """Apply every write; returns once Redis acknowledged all of them, else raises."""
+    async def write(self, results: Sequence[ResultRecord], state_writes: Sequence[StateWrite]) -> list[ResultRecord]:
+        """Apply every write; returns once Redis acknowledged all of them, else raises.
+
+        Returns the results Redis refused because another input was already published
+        under the same plugin and event id (a replay of the same input is not refused)."""
         if not results and not state_writes:
-            return
+            return []
         s = self.settings
         async with self.redis.pipeline(transaction=False) as pipe:
             for write in state_writes:
@@ -77,9 +86,18 @@ class RedisSink:
                     self.keys.latest(record.kind, record.key),
                     self.keys.feed(record.kind),
                 ]
-                args = [record.to_json(), s.dedupe_ttl_s, s.result_ttl_s, s.feed_maxlen, FEED_FIELD]
+                args = [
+                    record.to_json(),
+                    s.dedupe_ttl_s,
+                    s.result_ttl_s,
+                    s.feed_maxlen,
+                    FEED_FIELD,
+                    record.input_digest,
+                ]
                 await self._publish(keys=keys, args=args, client=pipe)
-            await pipe.execute(raise_on_error=True)
+            answers = await pipe.execute(raise_on_error=True)
+        published = answers[len(state_writes) :]
+        return [r for r, answer in zip(results, published, strict=True) if answer == ID_COLLISION]
 
 
 class KafkaSink:

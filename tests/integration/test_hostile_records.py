@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from harness import WorkerProcess, create_topics, make_settings, read_topic, wait_for
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -212,4 +213,27 @@ def test_an_oversize_record_is_dead_lettered_whole_and_the_partition_goes_on(
     assert letter["stage"] == "decode" and "exceeds the limit" in letter["reason"]
     assert letter["original_bytes"] == len(big) and not letter["original_truncated"]
     assert "after-huge" in {r["event_id"] for r in read_topic(endpoints.kafka_bootstrap, f"{name}-out-echo", 1)}
+    assert worker.http("/healthz")[0] == 200
+
+
+def test_an_event_id_reused_by_another_input_is_dead_lettered_and_a_republished_event_is_not(
+    hostile_worker: tuple[WorkerProcess, dict[str, Any]], endpoints
+) -> None:
+    worker, worker_settings = hostile_worker
+    name = worker_settings["app_id"].removeprefix("test-")
+    event = {"id": "reused-id", "type": "upload", "ts": int(time.time() * 1000), "user_id": "u1", "upload_id": "a"}
+    original = json.dumps({**event, "title": "the first"}).encode()
+    impostor = json.dumps({**event, "title": "another upload, same id"}).encode()
+    topic = worker_settings["kafka"]["input_topics"]["upload"]
+    positions = produce_all(endpoints.kafka_bootstrap, topic, [(b"a", original), (b"a", original), (b"a", impostor)])
+    wait_for(lambda: committed_to_end(endpoints.kafka_bootstrap, worker_settings), 120, "the three records committed")
+    letters = [d for d in read_topic(endpoints.kafka_bootstrap, f"{name}-dlq", 1, 30) if d["event_id"] == "reused-id"]
+    assert [(d["stage"], d["plugin"], (d["partition"], d["offset"])) for d in letters] == [
+        ("identity", "echo", positions[2])
+    ]
+    feed = redis.Redis.from_url(worker_settings["redis"]["url"]).xrange(
+        f"{worker_settings['redis']['key_prefix']}feed:echo"
+    )
+    in_feed = [json.loads(fields[b"record"]) for _, fields in feed]
+    assert [r["event_id"] for r in in_feed].count("reused-id") == 1  # once, for the first input
     assert worker.http("/healthz")[0] == 200

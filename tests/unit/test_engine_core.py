@@ -46,20 +46,30 @@ def fixture_plugins(test_plugins_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 @dataclass
 class RecordingRedisSink:
-    """Records results and state writes; fails its first ``failures`` writes."""
+    """Records results and state writes; fails its first ``failures`` writes; refuses a
+    result whose plugin and event id were published for another input (as the Lua script)."""
 
     failures: int = 0
     results: list[ResultRecord] = field(default_factory=list)
     state_writes: list[StateWrite] = field(default_factory=list)
+    seen: dict[tuple[str, str], str] = field(default_factory=dict)
     calls: int = 0
 
-    async def write(self, results: Sequence[ResultRecord], state_writes: Sequence[StateWrite]) -> None:
+    async def write(self, results: Sequence[ResultRecord], state_writes: Sequence[StateWrite]) -> list[ResultRecord]:
+        """Records; refuses a result whose (plugin, event id) was published for another input."""
         self.calls += 1
         if self.failures:
             self.failures -= 1
             raise ConnectionError("redis is down (recording sink)")
-        self.results += results
         self.state_writes += state_writes
+        refused = []
+        for result in results:
+            seen = self.seen.setdefault((result.plugin, result.event_id), result.input_digest)
+            if seen != result.input_digest:
+                refused.append(result)
+            else:
+                self.results.append(result)
+        return refused
 
 
 @dataclass
@@ -336,3 +346,14 @@ def test_metrics_expose_the_counters_plugins_register_in_the_default_registry() 
         assert "streamproc_testplugin_things_total 3.0" in text and "streamproc_in_flight_events" in text
     finally:
         REGISTRY.unregister(counter)
+
+
+def test_another_input_reusing_an_event_id_is_dead_lettered_and_a_replay_is_not() -> None:
+    first = playback(1)
+    impostor = playback(1).replace(b'"item-1"', b'"item-99"')  # same id, another event
+    run = run_engine([record(first, 0), record(first, 1), record(impostor, 2)], ["echo"])
+    (letter,) = run.kafka.dead_letters
+    assert (letter.stage, letter.plugin, letter.event_id, letter.source.offset) == ("identity", "echo", "evt-1", 2)
+    assert "already published by echo for another input" in letter.reason
+    assert [r.event_id for _, r in run.kafka.results] == ["evt-1", "evt-1"]  # the record and its replay
+    assert run.acked == ["events:0@0", "events:0@1", "events:0@2"]

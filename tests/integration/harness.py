@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 import yaml
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from streamproc.dev.stack import free_ports
@@ -218,3 +218,19 @@ def upload(
 def audio(event_id: str, audio_id: str, wav: bytes, **fields: Any) -> tuple[bytes, bytes]:
     doc = envelope(event_id, "audio", audio_id=audio_id, audio=base64.b64encode(wav).decode(), **fields)
     return audio_id.encode(), json.dumps(doc).encode()
+
+
+def committed_to_end(bootstrap: str, settings: dict[str, Any]) -> bool:
+    """The worker's group has committed every record of every input topic (lag 0)."""
+    group = settings["app_id"]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        committed = admin.list_group_offsets(group).get(group, {})
+        topics = settings["kafka"]["input_topics"].values()
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        ends = consumer.end_offsets(tps)
+        return all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items())
+    finally:
+        admin.close()
+        consumer.close()

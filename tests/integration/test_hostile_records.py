@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 import redis
-from harness import WorkerProcess, create_topics, make_settings, read_topic, wait_for
+from harness import WorkerProcess, committed_to_end, create_topics, make_settings, read_topic, wait_for
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 pytestmark = pytest.mark.integration
 
@@ -127,21 +127,6 @@ def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes | None, by
     positions = [(m.partition, m.offset) for m in (f.get(timeout=30) for f in futures)]
     producer.close()
     return positions
-
-
-def committed_to_end(bootstrap: str, worker_settings: dict[str, Any]) -> bool:
-    group = worker_settings["app_id"]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        committed = admin.list_group_offsets(group).get(group, {})
-        topics = worker_settings["kafka"]["input_topics"].values()
-        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
-        ends = consumer.end_offsets(tps)
-        return all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items())
-    finally:
-        admin.close()
-        consumer.close()
 
 
 counter = iter(range(10**6))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from accounting import EVENTS, RATE, RESULTS, PacedProducer, audit, build, settings_for
-from harness import WorkerProcess, create_topics, wait_for
+from harness import WorkerProcess, committed_to_end, create_topics, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def _run(
         producer.join(timeout=600)
         assert producer.error is None, f"producer failed: {producer.error!r}"
         live = [w for w in workers if w.proc and w.proc.poll() is None]
-        wait_for(lambda: _drained(info.kafka_bootstrap, settings), 300, "every input record to be committed")
+        wait_for(lambda: committed_to_end(info.kafka_bootstrap, settings), 300, "every input record to be committed")
         elapsed = time.monotonic() - started
         for worker in live:
             worker.terminate()
@@ -62,27 +62,6 @@ def _run(
     return figures
 
 
-def _drained(bootstrap: str, settings: dict[str, Any]) -> bool:
-    """The group has committed every input record (consumer lag 0 on every input topic)."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
-    group = settings["app_id"]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        committed = admin.list_group_offsets(group).get(group, {})
-        tps = [
-            TopicPartition(t, p)
-            for t in settings["kafka"]["input_topics"].values()
-            for p in consumer.partitions_for_topic(t) or ()
-        ]
-        ends = consumer.end_offsets(tps)
-        return all(committed.get(tp) is not None and committed[tp].offset >= end for tp, end in ends.items())
-    finally:
-        admin.close()
-        consumer.close()
-
-
 def _first_result_after(worker: WorkerProcess, baseline: float, since: float) -> float:
     """Seconds from ``since`` (the fault) until ``worker`` publishes past ``baseline`` results."""
     wait_for(lambda: worker.metric("streamproc_results_total") > baseline, 300, "results to resume", 0.1)
@@ -94,7 +73,7 @@ def _at(producer: PacedProducer, share: float, settings: dict[str, Any]) -> None
     records are still being produced or, on a slow machine where production already ended
     (recoveries from earlier faults take their time), still uncommitted."""
     wait_for(lambda: producer.sent >= share * EVENTS or not producer.is_alive(), 300, f"{share:.0%} produced")
-    unfinished = producer.is_alive() or not _drained(settings["kafka"]["bootstrap"], settings)
+    unfinished = producer.is_alive() or not committed_to_end(settings["kafka"]["bootstrap"], settings)
     assert unfinished, f"every record was committed before {share:.0%}: not a mid-stream fault"
 
 

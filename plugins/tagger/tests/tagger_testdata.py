@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from streamproc_tagger.data import DATA_DIR
 
 from streamproc.events import UploadEvent
+from streamproc.testing import PluginHarness
 
 
 def real_photo_paths() -> dict[str, Path]:
@@ -58,3 +60,17 @@ def random_bytes(size: int, seed: int = 0) -> bytes:
 needs_fashion_mnist = pytest.mark.skipif(
     not DATA_DIR.exists(), reason=f"{DATA_DIR} missing: apt-get install dataset-fashion-mnist"
 )
+
+
+@pytest.fixture(scope="module")
+def harness() -> PluginHarness:
+    """The tagger, found through its entry point and run as the worker runs it, on CPU."""
+    torch.set_num_threads(1)
+    return PluginHarness.load("tagger")
+
+
+def bodies(harness: PluginHarness, images: list[bytes]) -> list[dict]:
+    """The result body of an upload carrying each image, in order."""
+    results = harness.results([upload(image, n) for n, image in enumerate(images)])
+    assert all(body is not None for body in results)
+    return [body for body in results if body is not None]

@@ -9,30 +9,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw, ImageFont
 from streamproc_tagger.data import load_split
 from streamproc_tagger.model import shipped_weights_dir
 from streamproc_tagger.outliers import FONT_DIR, source
-from tagger_testdata import needs_fashion_mnist, photos, png_bytes, upload
+from tagger_testdata import bodies, harness, needs_fashion_mnist, photos, png_bytes
 
 from streamproc.errors import ConfigError
 from streamproc.testing import PluginHarness
 
-__all__ = ["photos"]  # the fixture, re-exported for pytest
-
-
-@pytest.fixture(scope="module")
-def harness() -> PluginHarness:
-    torch.set_num_threads(1)
-    return PluginHarness.load("tagger")
-
-
-def bodies(harness: PluginHarness, images: list[bytes]) -> list[dict]:
-    """The result body of an upload carrying each image, in order."""
-    results = harness.results([upload(image, n) for n, image in enumerate(images)])
-    assert all(body is not None for body in results)
-    return [body for body in results if body is not None]
+__all__ = ["harness", "photos"]  # the fixtures, re-exported for pytest
 
 
 def assert_rejected(body: dict) -> None:

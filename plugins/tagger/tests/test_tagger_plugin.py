@@ -12,26 +12,13 @@ from PIL import Image
 from streamproc_tagger.data import CLASS_LABELS, load_split
 from streamproc_tagger.plugin import TaggerPlugin
 from streamproc_tagger.preprocess import image_tensor
-from tagger_testdata import needs_fashion_mnist, photos, png_bytes, random_bytes, upload
+from tagger_testdata import bodies, harness, needs_fashion_mnist, photos, png_bytes, random_bytes, upload
 
 from streamproc.errors import ConfigError
 from streamproc.events import ArtworkRequest
 from streamproc.testing import PluginHarness, check_contract
 
-__all__ = ["photos"]  # the fixture, re-exported for pytest
-
-
-@pytest.fixture(scope="module")
-def harness() -> PluginHarness:
-    torch.set_num_threads(1)
-    return PluginHarness.load("tagger")
-
-
-def bodies(harness: PluginHarness, images: list[bytes]) -> list[dict]:
-    """The result body of an upload carrying each image, in order."""
-    results = harness.results([upload(image, n) for n, image in enumerate(images)])
-    assert all(body is not None for body in results)
-    return [body for body in results if body is not None]
+__all__ = ["harness", "photos"]  # the fixtures, re-exported for pytest
 
 
 def test_entry_point_declares_tagger_for_uploads(harness: PluginHarness) -> None:

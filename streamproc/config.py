@@ -48,7 +48,17 @@ class KafkaSettings(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="where a new group starts")
     commit_interval_s: float = Field(1.0, gt=0, description="how often acknowledged offsets are committed")
     stream_buffer_maxsize: int = Field(256, ge=1, description="records buffered per partition before fetching pauses")
-    session_timeout_s: float = Field(30.0, gt=0, description="consumer group session timeout")
+    session_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="consumer group session timeout: how long a silent member keeps its partitions (10 in the "
+        "Kubernetes config)",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="static group membership (Kafka group.instance.id): a worker restarted with the same id gets "
+        "its partitions back at once, without a rebalance; unique per running worker (Kubernetes: the pod name)",
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024 * 1024,

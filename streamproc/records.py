@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -88,7 +89,8 @@ class ResultRecord:
     input_digest: str = ""
     """``input_digest`` of the input record: tells a replay of it from another input reusing its id."""
 
-    def to_json(self) -> bytes:
+    @functools.cached_property
+    def _wire(self) -> bytes:
         head = {
             "event_id": self.event_id,
             "plugin": self.plugin,
@@ -100,6 +102,10 @@ class ResultRecord:
         }
         envelope = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
         return f'{envelope[:-1]},"body":{self.body_json or encode_body(self.body)}}}'.encode()
+
+    def to_json(self) -> bytes:
+        """The record as JSON bytes, as written to Redis and Kafka: encoded once, on first use."""
+        return self._wire
 
 
 @dataclass(frozen=True)

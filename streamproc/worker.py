@@ -91,6 +91,7 @@ class StreamprocWorker:
             consumer_auto_offset_reset=k.auto_offset_reset,
             broker_commit_interval=k.commit_interval_s,
             broker_session_timeout=k.session_timeout_s,
+            consumer_group_instance_id=k.group_instance_id,
             stream_buffer_maxsize=k.stream_buffer_maxsize,
             stream_wait_empty=True,
             web_enabled=False,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from streamproc.config import KafkaSettings, RedisSettings
 from streamproc.engine.keys import FEED_FIELD, RedisKeys
@@ -56,14 +57,19 @@ def redis_client(settings: RedisSettings) -> Redis:
 
 
 class RedisSink:
-    """Writes result records and state changes to Redis in one pipeline per batch."""
+    """Writes result records and state changes to Redis in one pipeline per batch.
+
+    One round trip per batch: the Lua scripts are loaded once (``SCRIPT LOAD``) and called
+    by their SHA (``EVALSHA``); they are loaded again only when Redis answers that it lost
+    them (a restart, ``SCRIPT FLUSH``). Of several state writes of one key (and source
+    partition) in a batch only the newest is sent: it holds the effect of the earlier ones."""
 
     def __init__(self, redis: Redis, settings: RedisSettings) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = RedisKeys(settings.key_prefix)
-        self._publish = redis.register_script(PUBLISH_ONCE)
-        self._write_state = redis.register_script(WRITE_IF_NEWER)
+        self._sources = {"publish": PUBLISH_ONCE, "state": WRITE_IF_NEWER}
+        self._shas: dict[str, str] = {}
 
     async def write(self, results: Sequence[ResultRecord], state_writes: Sequence[StateWrite]) -> list[ResultRecord]:
         """Apply every write; returns once Redis acknowledged all of them, else raises.
@@ -72,32 +78,49 @@ class RedisSink:
         under the same plugin and event id (a replay of the same input is not refused)."""
         if not results and not state_writes:
             return []
+        newest = list({(w.redis_key, w.mark): w for w in state_writes}.values())  # given in applied order
+        if not self._shas:
+            await self._load_scripts()
+        try:
+            answers = await self._execute(results, newest)
+        except NoScriptError:
+            await self._load_scripts()
+            answers = await self._execute(results, newest)  # every script call is idempotent
+        published = answers[len(newest) :]
+        return [r for r, answer in zip(results, published, strict=True) if answer == ID_COLLISION]
+
+    async def _load_scripts(self) -> None:
+        self._shas = {name: await self.redis.script_load(source) for name, source in self._sources.items()}
+
+    async def _execute(self, results: Sequence[ResultRecord], state_writes: Sequence[StateWrite]) -> list[object]:
         s = self.settings
         async with self.redis.pipeline(transaction=False) as pipe:
             for write in state_writes:
-                await self._write_state(
-                    keys=[write.redis_key],
-                    args=[write.state_json, write.mark, write.offset, s.state_ttl_s, write.ids_json],
-                    client=pipe,
+                pipe.evalsha(
+                    self._shas["state"],
+                    1,
+                    write.redis_key,
+                    write.state_json,
+                    write.mark,
+                    write.offset,
+                    s.state_ttl_s,
+                    write.ids_json,
                 )
             for record in results:
-                keys = [
+                pipe.evalsha(
+                    self._shas["publish"],
+                    3,
                     self.keys.seen(record.plugin, record.event_id),
                     self.keys.latest(record.kind, record.key),
                     self.keys.feed(record.kind),
-                ]
-                args = [
                     record.to_json(),
                     s.dedupe_ttl_s,
                     s.result_ttl_s,
                     s.feed_maxlen,
                     FEED_FIELD,
                     record.input_digest,
-                ]
-                await self._publish(keys=keys, args=args, client=pipe)
-            answers = await pipe.execute(raise_on_error=True)
-        published = answers[len(state_writes) :]
-        return [r for r, answer in zip(results, published, strict=True) if answer == ID_COLLISION]
+                )
+            return await pipe.execute(raise_on_error=True)
 
 
 class KafkaSink:

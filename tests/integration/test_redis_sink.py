@@ -1,0 +1,79 @@
+"""The Redis sink against a real Redis server: one round trip per batch, scripts by SHA."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import redis
+
+from streamproc.config import RedisSettings
+from streamproc.engine.keys import RedisKeys
+from streamproc.engine.sinks import RedisSink, redis_client
+from streamproc.engine.state import StateWrite
+from streamproc.records import ResultRecord
+
+pytestmark = pytest.mark.integration
+
+
+def _result(n: int) -> ResultRecord:
+    return ResultRecord(f"e{n}", "echo", "v1", "echoes", f"user{n}", 1_000 + n, 2_000 + n, {"n": n}, input_digest="d")
+
+
+def _state(key: str, offset: int) -> StateWrite:
+    return StateWrite(key, json.dumps({"last": offset}), json.dumps([f"e{offset}"]), "in:0", offset)
+
+
+def _calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def _write(url: str, prefix: str, results, writes, before=None) -> list[ResultRecord]:
+    async def go() -> list[ResultRecord]:
+        client = redis_client(RedisSettings(url=url, key_prefix=prefix))
+        sink = RedisSink(client, RedisSettings(url=url, key_prefix=prefix))
+        try:
+            if before is not None:
+                await before(sink)
+            return await sink.write(results, writes)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_batch_costs_evalsha_calls_only_and_one_state_write_per_key(endpoints, unique) -> None:
+    prefix = f"t:{unique}:"
+    client = redis.Redis.from_url(endpoints.redis_url)
+    key = RedisKeys(prefix).state("echo", "user1")
+    writes = [_state(key, offset) for offset in (5, 6, 7)]
+
+    async def warm(sink: RedisSink) -> None:
+        await sink.write([_result(0)], [])  # loads the scripts
+
+    before = _calls(client)
+    refused = _write(endpoints.redis_url, prefix, [_result(n) for n in range(1, 4)], writes, warm)
+    after = _calls(client)
+
+    assert refused == []
+    assert after.get("script|exists", 0) == before.get("script|exists", 0), "no SCRIPT EXISTS per batch"
+    assert after["evalsha"] - before.get("evalsha", 0) == 1 + 3 + 1, "warm-up, 3 results, 1 state write"
+    stored = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+    assert json.loads(stored["state"]) == {"last": 7}
+    assert stored["in:0"] == "7"
+
+
+def test_scripts_redis_lost_are_loaded_again_and_the_batch_is_written(endpoints, unique) -> None:
+    prefix = f"t:{unique}:"
+    client = redis.Redis.from_url(endpoints.redis_url)
+
+    async def flush_after_load(sink: RedisSink) -> None:
+        await sink.write([_result(0)], [])
+        await sink.redis.script_flush()
+
+    refused = _write(endpoints.redis_url, prefix, [_result(1)], [], flush_after_load)
+
+    assert refused == []
+    assert client.get(RedisKeys(prefix).latest("echoes", "user1")) == _result(1).to_json()

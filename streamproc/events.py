@@ -2,7 +2,15 @@
 
 An input record is one UTF-8 JSON object: the envelope (``id``, ``type``, ``ts``,
 ``user_id``) plus the fields of its type, flat. ``decode_event`` turns bytes into a
-typed, validated, immutable event or raises ``InvalidEvent`` with the reason. Media
+typed, validated, immutable event or raises ``InvalidEvent`` with the reason.
+
+Schema evolution: a producer may add fields before the worker knows them. Unknown fields
+are accepted and dropped (``BaseEvent.ignored_fields`` names them, for a metric); values
+are coerced only where no reading is ambiguous: an integer identifier becomes its decimal
+string (``user_id`` 42 -> ``"42"``), a float ``ts`` or artwork ``count``/``seed`` with no
+fractional part becomes an integer. Everything else keeps strict types (``"3"`` is not a
+number, ``true`` not an identifier). ``event_json_schema`` publishes the contract as JSON
+Schema (``docs/schemas/<type>.json``). Media
 payloads arrive base64-encoded and are decoded here, once, after their encoded size
 has been checked against the limits; pixel and sample decoding is left to the plugin
 that needs it (``streamproc.media``).
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote, urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from streamproc.errors import InvalidEvent
 from streamproc.media import sniff_image_format, wav_duration_s
@@ -47,20 +55,55 @@ class PayloadLimits:
     uri_allowlist: tuple[str, ...] = ()
 
 
-class BaseEvent(BaseModel):
+def _identifier_from_integer(value: Any) -> Any:
+    """An integer identifier is read as its decimal string (never a bool or a float)."""
+    return str(value) if type(value) is int else value
+
+
+def _integer_from_integral_float(value: Any) -> Any:
+    """A float with no fractional part is read as that integer (``1.7e12`` -> ``1700000000000``)."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+IDENTIFIER_FIELDS = ("id", "user_id", "item_id", "upload_id", "audio_id")
+INTEGRAL_FIELDS = ("ts", "count", "seed")
+
+
+class _Evolvable(BaseModel):
+    """Strict types with unknown fields dropped and the unambiguous coercions above."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    @field_validator(*IDENTIFIER_FIELDS, mode="before", check_fields=False)
+    @classmethod
+    def _identifiers(cls, value: Any) -> Any:
+        return _identifier_from_integer(value)
+
+    @field_validator(*INTEGRAL_FIELDS, mode="before", check_fields=False)
+    @classmethod
+    def _integrals(cls, value: Any) -> Any:
+        return _integer_from_integral_float(value)
+
+
+class BaseEvent(_Evolvable):
     """The common envelope. ``key`` is the entity that orders the stream."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     key_field: ClassVar[str] = "user_id"
 
     id: Identifier
     type: str
     ts: int = Field(ge=0, description="event time, epoch milliseconds")
     user_id: Identifier
+    _ignored_fields: tuple[str, ...] = PrivateAttr(default=())
 
     @property
     def key(self) -> str:
         return str(getattr(self, self.key_field))
+
+    @property
+    def ignored_fields(self) -> tuple[str, ...]:
+        """Fields of the record this version does not know (dropped), nested ones as ``artwork.x``."""
+        return self._ignored_fields
 
 
 class PlaybackEvent(BaseEvent):
@@ -74,10 +117,8 @@ class PlaybackEvent(BaseEvent):
     media: Literal["video", "music"]
 
 
-class ArtworkRequest(BaseModel):
+class ArtworkRequest(_Evolvable):
     """Ask the artwork generator for ``count`` images of ``category``, seeded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     category: str = Field(min_length=1, max_length=64)
     count: int = Field(default=1, ge=1, le=16)
@@ -192,6 +233,7 @@ def decode_event(raw: bytes | None, limits: PayloadLimits = PayloadLimits(), now
         event = model.model_validate(doc)
     except ValidationError as exc:
         raise InvalidEvent(_validation_reason(exc)) from None
+    event._ignored_fields = _unknown_fields(doc, model)
     _check_limits(event, limits)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if event.ts > now_ms + limits.max_future_skew_s * 1000:
@@ -201,6 +243,40 @@ def decode_event(raw: bytes | None, limits: PayloadLimits = PayloadLimits(), now
             f"{limits.max_future_skew_s:.0f} s)"
         )
     return event
+
+
+def _unknown_fields(doc: Mapping[str, Any], model: type[BaseEvent]) -> tuple[str, ...]:
+    unknown = [name for name in doc if name not in model.model_fields]
+    artwork = doc.get("artwork")
+    if "artwork" in model.model_fields and isinstance(artwork, dict):
+        unknown += [f"artwork.{name}" for name in artwork if name not in ArtworkRequest.model_fields]
+    return tuple(unknown)
+
+
+def event_json_schema(event_type: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one input event type as it travels on Kafka.
+
+    Generated from the model: media fields are base64 text, identifiers also accept
+    integers, ``ts`` any integral number (JSON Schema's ``integer`` includes ``1.0``), and
+    other properties are allowed (ignored by the worker). Payload limits (sizes, media
+    headers, the future-skew bound) are settings, checked by the decoder, not part of it."""
+    model = EVENT_MODELS[event_type]
+    schema = model.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    for definition in (schema, *schema.get("$defs", {}).values()):
+        definition["additionalProperties"] = True
+        for name, prop in definition.get("properties", {}).items():
+            if name in IDENTIFIER_FIELDS:
+                definition["properties"][name] = {"anyOf": [prop, {"type": "integer"}]}
+            _base64_text(prop)
+    return schema
+
+
+def _base64_text(prop: dict[str, Any]) -> None:
+    for option in prop.get("anyOf", [prop]):
+        if option.get("format") == "binary":
+            del option["format"]
+            option["contentEncoding"] = "base64"
 
 
 def peek_identity(raw: bytes | None) -> tuple[str | None, str | None]:

@@ -128,6 +128,8 @@ class Engine:
             letter = DeadLetter(source, "decode", exc.reason, event_id=event_id, event_type=event_type)
             return _finished(Publication(dead_letters=[letter]))
         self.metrics.events_consumed.labels(event.type).inc()
+        if event.ignored_fields:
+            self.metrics.fields_ignored.labels(event.type).inc(len(event.ignored_fields))
         self.totals["consumed"] += 1
         publication = Publication()
         states: dict[str, Mapping[str, Any] | None] = {}

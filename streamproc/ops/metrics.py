@@ -35,6 +35,12 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.fields_ignored = Counter(
+            "streamproc_event_fields_ignored_total",
+            "Fields of valid input events this version does not know (dropped: schema evolution), by event type",
+            ["type"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "streamproc_dead_letters_total", "Records written to the dead-letter topic", ["stage", "plugin"], registry=r
         )
@@ -107,6 +113,7 @@ class Metrics:
 METRIC_NAMES = (
     "streamproc_events_consumed_total",
     "streamproc_events_invalid_total",
+    "streamproc_event_fields_ignored_total",
     "streamproc_dead_letters_total",
     "streamproc_results_total",
     "streamproc_plugin_errors_total",

@@ -11,19 +11,24 @@ every setting; ``streamproc config`` prints the effective values with secrets ma
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from streamproc.errors import ConfigError
 from streamproc.events import PayloadLimits
 from streamproc.records import DEFAULT_MAX_RESULT_BYTES
 
 ENV_PREFIX = "STREAMPROC_"
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -88,6 +93,21 @@ class RedisSettings(_Section):
     feed_maxlen: int = Field(10_000, ge=1, description="approximate cap of each result-kind stream")
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long a published event id is remembered")
     state_ttl_s: int = Field(90 * 24 * 3600, ge=1, description="TTL of plugin keyed state")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{_mask_url(url)!r} is not a redis://, rediss:// or unix:// URL")
+        try:
+            port_ok = parts.port is None or 0 < parts.port < 65536
+        except ValueError:
+            port_ok = False
+        database = parts.path.strip("/")
+        if parts.scheme != "unix" and (not parts.hostname or not port_ok or not (database == "" or database.isdigit())):
+            raise ValueError(f"{_mask_url(url)!r}: expected redis[s]://[[user]:password@]host[:port][/db]")
+        return url
 
 
 class HttpSettings(_Section):
@@ -176,6 +196,22 @@ class Settings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log threshold")
     log_format: Literal["text", "json"] = Field("text", description="text for people, json for log pipelines")
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"{device!r} is not a device: use auto, cpu, cuda or cuda:N")
+        return device
+
+    @field_validator("kafka")
+    @classmethod
+    def _bootstrap_servers(cls, kafka: KafkaSettings) -> KafkaSettings:
+        for server in kafka.bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bootstrap: {server.strip()!r} is not host:port (comma-separated for several)")
+        return kafka
+
     def plugin(self, name: str) -> PluginSettings:
         return self.plugins.get(name) or PluginSettings()
 
@@ -221,17 +257,41 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         data = loaded
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG_FILE" and name not in _NOT_SETTINGS:
+            if name not in env_paths() and is_service_link(name, value):
+                log.debug("ignoring %s: a Kubernetes service link, not a setting", name)
+                continue
             _apply_env(data, name, value)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"setting {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if message.startswith("bootstrap: "):  # checked on the kafka section as a whole
+            where, message = f"{where}.bootstrap", message.removeprefix("bootstrap: ")
+        raise ConfigError(f"setting {where}: {message}") from None
 
 
 # Variables with the prefix that are not settings (used by the stack, tests and caches).
 _NOT_SETTINGS = {f"{ENV_PREFIX}{n}" for n in ("CACHE", "VENV", "STACK_HOME", "TEST_FULL")}
+
+# What the kubelet injects for every Service of the pod's namespace (unless the pod sets
+# enableServiceLinks: false): for Service "streamproc-metrics" with port 9464 named
+# "metrics", STREAMPROC_METRICS_SERVICE_HOST, ..._SERVICE_PORT, ..._SERVICE_PORT_METRICS,
+# ..._PORT=tcp://10.0.0.1:9464 and ..._PORT_9464_TCP[_PROTO|_PORT|_ADDR].
+_SERVICE_LINK_NAME = re.compile(
+    r"^\w+?_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$"
+)
+_SERVICE_LINK_URL = re.compile(r"^(tcp|udp|sctp)://[^/\s]+:\d+$")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether an environment variable is one Kubernetes injects for a Service (``docker
+    --link`` style), recognised by its name's suffix or, for ``<SERVICE>_PORT``, by its
+    ``tcp://host:port`` value. Only consulted for names that match no setting."""
+    if _SERVICE_LINK_NAME.match(name):
+        return True
+    return name.endswith("_PORT") and bool(_SERVICE_LINK_URL.match(value))
 
 
 def env_paths() -> dict[str, tuple[str, ...]]:

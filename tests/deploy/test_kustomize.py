@@ -160,6 +160,61 @@ def test_every_env_var_is_a_setting_and_secrets_are_optional_secret_refs(variant
             assert ref["optional"] is True, f"{variant}: {secret} must be an optional secretKeyRef"
 
 
+def service_link_env(service: dict, cluster_ip: str = "10.96.0.12") -> dict[str, str]:
+    """The variables the kubelet injects into pods of the namespace for ``service`` when
+    service links are on (Kubernetes' ``envvars.FromServices``)."""
+    name = service["metadata"]["name"].upper().replace("-", "_")
+    ports = service["spec"]["ports"]
+    first = ports[0]
+    env = {
+        f"{name}_SERVICE_HOST": cluster_ip,
+        f"{name}_SERVICE_PORT": str(first["port"]),
+        f"{name}_PORT": f"{first.get('protocol', 'TCP').lower()}://{cluster_ip}:{first['port']}",
+    }
+    for port in ports:
+        protocol = port.get("protocol", "TCP")
+        if port.get("name"):
+            env[f"{name}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
+        prefix = f"{name}_PORT_{port['port']}_{protocol}"
+        env[prefix] = f"{protocol.lower()}://{cluster_ip}:{port['port']}"
+        env[f"{prefix}_PROTO"] = protocol.lower()
+        env[f"{prefix}_PORT"] = str(port["port"])
+        env[f"{prefix}_ADDR"] = cluster_ip
+    return env
+
+
+def test_settings_load_with_every_service_link_kubernetes_could_inject(variants: dict, tmp_path: Path) -> None:
+    """A pod starts even where service links reach it: the worker's env plus the links of
+    every Service in the overlay (and of one named like the app) still load as settings."""
+    for variant, objects in variants.items():
+        pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+        assert pod["enableServiceLinks"] is False, f"{variant}: service links must be off"
+        services = [o for o in objects if o["kind"] == "Service"]
+        services.append({"metadata": {"name": "streamproc"}, "spec": {"ports": [{"port": 80, "name": "http"}]}})
+        links: dict[str, str] = {}
+        for service in services:
+            links |= service_link_env(service)
+        assert any(name.startswith("STREAMPROC_") for name in links), "the links must reach the settings prefix"
+        container = worker_container(objects)
+        config = one(objects, "ConfigMap")
+        config_file = tmp_path / variant / "streamproc.yaml"
+        config_file.parent.mkdir()
+        config_file.write_text(next(iter(config["data"].values())))
+        plain = {n: e["value"] for n, e in env_of(container).items() if "value" in e and n != "STREAMPROC_CONFIG_FILE"}
+        settings = load_settings(config_file, environ={**links, **plain})
+        assert settings.http.port == METRICS_PORT, variant
+
+
+def test_workers_spread_over_zones_and_nodes(variants: dict) -> None:
+    for variant, objects in variants.items():
+        template = one(objects, "Deployment")["spec"]["template"]
+        constraints = {c["topologyKey"]: c for c in template["spec"]["topologySpreadConstraints"]}
+        assert set(constraints) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, variant
+        for constraint in constraints.values():
+            assert constraint["maxSkew"] == 1
+            assert constraint["labelSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+
+
 def test_probes_use_the_metrics_port_and_the_health_endpoints(variants: dict) -> None:
     for variant, objects in variants.items():
         container = worker_container(objects)

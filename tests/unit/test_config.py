@@ -55,3 +55,25 @@ def test_every_setting_is_documented_and_the_reference_is_current() -> None:
     missing = [name for name in env_paths() if f"`{name}`" not in documented]
     assert not missing, f"docs/configuration.md lacks {missing}"
     assert reference_markdown() in documented, "regenerate with: streamproc config --reference"
+
+
+def test_kubernetes_service_links_are_ignored_but_settings_and_typos_are_not(caplog: pytest.LogCaptureFixture) -> None:
+    injected = {
+        "STREAMPROC_METRICS_SERVICE_HOST": "10.96.0.12",
+        "STREAMPROC_METRICS_SERVICE_PORT": "9464",
+        "STREAMPROC_METRICS_SERVICE_PORT_METRICS": "9464",
+        "STREAMPROC_METRICS_PORT": "tcp://10.96.0.12:9464",
+        "STREAMPROC_METRICS_PORT_9464_TCP": "tcp://10.96.0.12:9464",
+        "STREAMPROC_METRICS_PORT_9464_TCP_PROTO": "tcp",
+        "STREAMPROC_METRICS_PORT_9464_TCP_PORT": "9464",
+        "STREAMPROC_METRICS_PORT_9464_TCP_ADDR": "10.96.0.12",
+    }
+    with caplog.at_level("DEBUG", logger="streamproc.config"):
+        settings = load_settings(environ={**injected, "STREAMPROC_HTTP_PORT": "9500"})
+    assert settings.http.port == 9500
+    assert {r.getMessage().split(":")[0] for r in caplog.records} == {f"ignoring {n}" for n in injected}
+    # A setting named like a link is still a setting, and a bad value of it is still an error.
+    with pytest.raises(ConfigError, match=r"setting http\.port"):
+        load_settings(environ={"STREAMPROC_HTTP_PORT": "tcp://10.0.0.1:9464"})
+    with pytest.raises(ConfigError, match="STREAMPROC_METRICS_PORT matches no setting"):
+        load_settings(environ={"STREAMPROC_METRICS_PORT": "9464"})

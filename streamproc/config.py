@@ -111,10 +111,15 @@ class RedisSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """The metrics and health endpoints (/metrics, /healthz, /readyz)."""
+    """The metrics and health endpoints (/metrics, /healthz, /readyz), and optionally the results page."""
 
     bind: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in a pod)")
     port: int = Field(9464, ge=0, le=65535, description="port; 0 picks a free one")
+    ui: bool = Field(
+        False,
+        description="also serve the live results page (/, docs/ui.md) on this port: read-only, but it shows "
+        "results and dead-letter reasons to whoever reaches the port (off in the Kubernetes config)",
+    )
 
 
 class LimitSettings(_Section):

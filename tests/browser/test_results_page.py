@@ -1,0 +1,267 @@
+"""The live results page in a real browser, against the real stack and a running worker.
+
+One worker with the five bundled plugins takes the demo's events (every type, the bad
+ones, the out-of-scope ones); ``streamproc ui`` serves the page; headless Chromium shows
+it. A second page takes a flood of results straight into its own feeds to show the page
+stays responsive at thousands of results per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from harness import WorkerProcess, create_topics, make_settings, produce, read_topic, wait_for
+from PIL import Image
+
+from streamproc.config import Settings
+from streamproc.dev.demo_events import demo_records
+from streamproc.dev.stack import free_ports
+from streamproc.ops.health import HealthServer
+from streamproc.ops.metrics import Metrics
+from streamproc.records import ResultRecord
+from streamproc.ui.board import SECTION_LIMITS
+
+pytestmark = pytest.mark.integration
+
+BUNDLED = ("recommender", "tagger", "translator", "speech", "artwork")
+RESULTS_BOUND_S = 150
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "ui.png"
+FLOOD_RESULTS = 20_000
+
+
+@dataclass
+class Page:
+    url: str
+    settings: dict[str, Any]
+    worker: WorkerProcess | None
+    process: subprocess.Popen[bytes]
+
+
+def start_ui(settings: dict[str, Any], workdir: Path) -> Page:
+    """``streamproc ui`` in a child process on a free port, once it answers."""
+    config = workdir / f"ui-{uuid.uuid4().hex[:6]}.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_") or k == "STREAMPROC_CACHE"}
+    env["STREAMPROC_CONFIG_FILE"] = str(config)
+    port = free_ports(1)[0]
+    log = (workdir / f"ui-{port}.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamproc", "ui", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+    url = f"http://127.0.0.1:{port}/"
+    wait_for(lambda: _status(url) == 200 or process.poll() is not None, 60, "the page to answer")
+    assert process.poll() is None, (workdir / f"ui-{port}.log").read_text()
+    return Page(url, settings, None, process)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status
+    except OSError:
+        return 0
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def live(endpoints: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    """The page of a running worker that took the demo's events, good and bad."""
+    name = f"ui{uuid.uuid4().hex[:8]}"
+    workdir = tmp_path_factory.mktemp("ui")
+    settings = make_settings(endpoints, name, {}, enabled_plugins=list(BUNDLED))
+    topics = settings["kafka"]["input_topics"]
+    create_topics(endpoints.kafka_bootstrap, topics.values())
+    page = start_ui(settings, workdir)
+    page.worker = WorkerProcess(settings, workdir)
+    try:
+        page.worker.start(ready_timeout_s=240)
+        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        for record in demo_records(16, bad=True):
+            topic = topics.get(record.event_type, topics["playback"])
+            by_topic.setdefault(topic, []).append((record.key, record.value))
+        for topic, records in by_topic.items():
+            produce(endpoints.kafka_bootstrap, topic, records)
+        yield page
+    finally:
+        page.worker.kill()
+        stop(page.process)
+
+
+def shown(browser: Any, script: str) -> Any:
+    return browser.execute_script(script)
+
+
+def test_every_bundled_plugins_results_appear_on_the_page_within_the_bound(browser: Any, live: Page) -> None:
+    browser.get(live.url)
+    plugins: set[str] = set()
+
+    def every_plugin_shown() -> bool:
+        plugins.update(shown(browser, "return [...document.querySelectorAll('.part')].map(p => p.dataset.plugin)"))
+        return plugins >= set(BUNDLED)
+
+    started = time.monotonic()
+    wait_for(every_plugin_shown, RESULTS_BOUND_S, f"results of {BUNDLED} on the page (shown: {sorted(plugins)})")
+    print(f"every plugin's results shown {time.monotonic() - started:.1f} s after the page opened")
+    assert shown(browser, "return document.getElementById('status').textContent") == "live"
+    rows = shown(browser, "return [...document.querySelectorAll('#stats-rows tr')].map(r => r.dataset.plugin)")
+    assert set(rows) >= set(BUNDLED), "every plugin has its throughput and latency row"
+
+
+def test_uploads_show_their_image_tags_and_artwork_that_decodes(browser: Any, live: Page) -> None:
+    browser.get(live.url)
+    decoded = "return [...document.querySelectorAll('{}')].filter(i => i.complete && i.naturalWidth > 0).length"
+    wait_for(lambda: shown(browser, decoded.format("img.artwork")) > 0, RESULTS_BOUND_S, "an artwork image decoded")
+    wait_for(lambda: shown(browser, decoded.format("img.upload-image")) > 0, 60, "an uploaded image decoded")
+    width = shown(browser, "return document.querySelector('img.artwork').naturalWidth")
+    assert width >= 28
+    rejected = "return [...document.querySelectorAll('.part-tags .rejected')].map(e => e.textContent)"
+    wait_for(lambda: shown(browser, rejected), 60, "the tagger's rejection of the noise photo")
+    assert all(text.startswith("rejected: ") and len(text) > len("rejected: ") for text in shown(browser, rejected))
+
+
+def test_audio_cards_play_the_clip_and_show_transcript_and_translation(browser: Any, live: Page) -> None:
+    browser.get(live.url)
+    card = "document.querySelector('#section-audio [data-card-id] audio')"
+    wait_for(lambda: shown(browser, f"return {card} !== null"), RESULTS_BOUND_S, "an audio card with its player")
+    kind = browser.execute_async_script(
+        f"const done = arguments[0]; fetch({card}.src).then(r => done(r.headers.get('content-type')))"
+    )
+    assert kind == "audio/wav"
+    both = "return [...document.querySelectorAll('#section-audio .card')].filter(c => c.querySelector('.part-transcript') && c.querySelector('.part-translation')).length"  # noqa: E501
+    wait_for(lambda: shown(browser, both) > 0, RESULTS_BOUND_S, "a transcript with its translation on one card")
+
+
+def test_recommendations_show_the_history_that_produced_them(browser: Any, live: Page) -> None:
+    browser.get(live.url)
+    history = "return [...document.querySelectorAll('#section-users .card')].filter(c => c.querySelector('.part-recommendations li') && c.querySelector('.history li')).length"  # noqa: E501
+    wait_for(lambda: shown(browser, history) > 0, RESULTS_BOUND_S, "a user's recommendations with their history")
+
+
+def test_the_dead_letter_list_shows_each_refused_events_stage_and_reason(browser: Any, live: Page) -> None:
+    letters = read_topic(live.settings["kafka"]["bootstrap"], live.settings["kafka"]["dead_letter_topic"], 4)
+    refused = {(d["stage"], d["reason"]) for d in letters}
+    assert any(d["event_id"] == "bad-image" for d in letters)
+    browser.get(live.url)
+    rows = "return [...document.querySelectorAll('tr.dead-letter')].map(r => [r.dataset.stage, r.querySelector('.reason').textContent])"  # noqa: E501
+    wait_for(lambda: refused <= {tuple(r) for r in shown(browser, rows)}, 60, f"dead letters {refused} on the page")
+
+
+def test_the_page_never_carries_a_setting_or_an_original(browser: Any, live: Page) -> None:
+    browser.get(live.url)
+    wait_for(lambda: shown(browser, "return document.querySelectorAll('tr.dead-letter').length") > 0, 60, "letters")
+    with urllib.request.urlopen(live.url + "events", timeout=5) as stream:
+        first = stream.readline() + stream.readline() + stream.readline()
+    update = json.loads(first.decode().split("data: ", 1)[1])
+    text = json.dumps(update) + browser.page_source
+    assert live.settings["redis"]["url"] not in text and live.settings["kafka"]["bootstrap"] not in text
+    assert all("original" not in letter for letter in update["dead_letters"])
+
+
+def test_the_worker_serves_the_same_page_on_its_http_port_when_the_setting_is_on(browser: Any, live: Page) -> None:
+    settings = Settings.model_validate({**live.settings, "http": {"bind": "127.0.0.1", "port": 0, "ui": True}})
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = HealthServer(Metrics(), "127.0.0.1", 0, lambda: (True, "ok"), lambda: (True, "ok"), settings=settings)
+    port = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        cards = "return document.querySelectorAll('.card').length"
+        wait_for(lambda: shown(browser, cards) > 0, 60, "cards on the worker's port")
+        assert _status(f"http://127.0.0.1:{port}/metrics") == 200
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+    off = HealthServer(Metrics(), "127.0.0.1", 0, lambda: (True, ""), lambda: (True, ""), settings=Settings())
+    assert off._page_settings is None, "http.ui is off by default"
+
+
+def test_the_page_screenshot_is_written_for_the_docs(browser: Any, live: Page) -> None:
+    browser.get(live.url)
+    wait_for(lambda: shown(browser, "return document.querySelectorAll('img.artwork').length") > 0, 60, "artwork")
+    time.sleep(1.0)  # one more update: figures and images settle
+    browser.save_screenshot(str(SCREENSHOT))
+    with Image.open(SCREENSHOT) as image:
+        assert image.format == "PNG" and image.width >= 1000 and image.height >= 1000
+
+
+def flood_record(i: int, now_ms: int) -> bytes:
+    """A result as the worker writes it: tags for a thousand uploads, recommendations for 500 users."""
+    if i % 2:
+        body = {"label": "Bag", "in_distribution": True, "tags": [{"name": "bag", "probability": 0.9}]}
+        made = ResultRecord(f"f{i}", "tagger", "v1", "tags", f"up{i % 1000}", now_ms - 30, now_ms, body)
+    else:
+        body = {"media": "video", "source": "model", "items": [{"item_id": str(i), "score": 0.5}]}
+        made = ResultRecord(f"f{i}", "recommender", "v1", "recommendations", f"u{i % 500}", now_ms - 20, now_ms, body)
+    return made.to_json()
+
+
+def test_thousands_of_results_per_second_leave_the_page_responsive_and_bounded(
+    browser: Any, endpoints: Any, tmp_path: Path
+) -> None:
+    name = f"flood{uuid.uuid4().hex[:8]}"
+    settings = make_settings(endpoints, name, {})
+    page = start_ui(settings, tmp_path)
+    client = redis.Redis.from_url(endpoints.redis_url)
+    feeds = {"tags": f"t:{name}:feed:tags", "recommendations": f"t:{name}:feed:recommendations"}
+    try:
+        for i, feed in enumerate(feeds.values()):  # feeds found before the flood are read whole
+            client.xadd(feed, {"record": flood_record(i, int(time.time() * 1000))})
+        browser.get(page.url)
+        wait_for(lambda: shown(browser, "return document.querySelectorAll('.card').length") == 2, 30, "both feeds")
+        started = time.monotonic()
+        for batch in range(0, FLOOD_RESULTS, 1000):
+            pipe = client.pipeline(transaction=False)
+            now_ms = int(time.time() * 1000)
+            for i in range(batch, batch + 1000):
+                pipe.xadd(feeds["tags" if i % 2 else "recommendations"], {"record": flood_record(i, now_ms)})
+            pipe.execute()
+        written_s = time.monotonic() - started
+        round_trips = []
+
+        def all_read() -> bool:
+            asked = time.monotonic()
+            text = shown(browser, "return document.getElementById('results-read').textContent")
+            round_trips.append(time.monotonic() - asked)
+            return text.startswith(f"{FLOOD_RESULTS + 2} ")
+
+        wait_for(all_read, 120, f"{FLOOD_RESULTS} results read by the page", interval_s=0.1)
+        read_s = time.monotonic() - started
+        stats = shown(browser, "return window.streamprocUi")
+        counts = shown(browser, "return [...document.querySelectorAll('.cards')].map(c => c.children.length)")
+    finally:
+        stop(page.process)
+        client.delete(*feeds.values())
+    print(
+        f"flood: {FLOOD_RESULTS} results written in {written_s:.1f} s ({FLOOD_RESULTS / written_s:.0f}/s), all read "
+        f"by the page after {read_s:.1f} s; {stats['updates']} updates in {stats['frames']} frames, longest DOM "
+        f"update {stats['maxApplyMs']:.1f} ms; longest script round trip {max(round_trips) * 1000:.0f} ms "
+        f"({len(round_trips)} polls)"
+    )
+    assert max(counts) <= max(SECTION_LIMITS.values())
+    assert stats["maxApplyMs"] < 500, "one DOM update must not freeze the page"
+    assert max(round_trips) < 2.0, "the page must answer scripts while the flood arrives"

@@ -1,10 +1,13 @@
-"""The ``streamproc`` command line: worker, plugins, config, produce, tail, demo, stack, bench."""
+"""The ``streamproc`` command line: worker, plugins, config, produce, tail, get, dead-letters, ui,
+demo, stack, bench."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from streamproc.config import Settings, load_settings
@@ -20,6 +23,9 @@ Settings come from STREAMPROC_* environment variables and an optional YAML file
 TOOL_EXTRAS = ("dev", "bench")
 """Tool packages that ship apart from the production wheel, each with the extra of that name."""
 
+STACK_USERS = frozenset({"worker", "produce", "tail", "get", "dead-letters", "bench", "ui"})
+"""Commands that use the running local stack when no Kafka or Redis address is configured."""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -27,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log_level, settings.log_format)
+        if args.command in STACK_USERS:
+            settings = _with_local_stack(settings)
         return int(args.handler(args, settings) or 0)
     except StreamprocError as exc:
         print(f"streamproc: error: {exc}", file=sys.stderr)
@@ -45,6 +53,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _with_local_stack(settings: Settings) -> Settings:
+    """The settings with the local stack's addresses where none is configured, saying so
+    in one line on stderr (unchanged where the dev tools, and so the stack, are absent)."""
+    try:
+        from streamproc.dev.stack import with_local_stack
+    except ModuleNotFoundError:
+        return settings
+    settings, line = with_local_stack(settings)
+    if line:
+        print(f"streamproc: {line}", file=sys.stderr)
+    return settings
+
+
+def _version() -> str:
+    try:
+        return version("streamproc")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _missing_extra(exc: ModuleNotFoundError) -> str | None:
     """The extra (``dev``, ``bench``) whose package is missing, if that is what failed."""
     parts = (exc.name or "").split(".")
@@ -58,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="streamproc", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (default: $STREAMPROC_CONFIG_FILE)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("worker", help="run the stream worker until SIGTERM")
@@ -82,8 +111,29 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tail", help="print live results from Redis feeds")
     p.add_argument("kinds", nargs="*", help="result kinds (default: every feed)")
     p.add_argument("--from-start", action="store_true", help="print the feed's existing entries first")
-    p.add_argument("--limit", type=int, default=0, help="stop after N results (default: run until Ctrl-C)")
+    p.add_argument("--limit", type=int, default=0, help="stop after exactly N results (default: run until Ctrl-C)")
+    p.add_argument("--images", type=Path, help="where images in results are saved (default: $STREAMPROC_CACHE/images)")
     p.set_defaults(handler=_tail)
+
+    p = sub.add_parser("get", help="print the latest result of a kind for one key (from Redis)")
+    p.add_argument("kind", help="result kind (tags, recommendations, artwork, transcript, translation, ...)")
+    p.add_argument("key", help="the entity: user_id (playback), upload_id (upload), audio_id (audio)")
+    p.add_argument("--raw", action="store_true", help="the whole record, images and long strings included")
+    p.add_argument("--images", type=Path, help="where images are saved (default: $STREAMPROC_CACHE/images)")
+    p.set_defaults(handler=_get)
+
+    p = sub.add_parser("dead-letters", help="list, show or replay dead letters (refused events)")
+    p.add_argument("action", choices=("list", "show", "replay"), help="list; show REF; replay (filtered)")
+    p.add_argument("ref", nargs="?", help="show: <partition>@<offset> from list, or an event id")
+    p.add_argument("--stage", help="only this stage (decode, prepare, infer, ...)")
+    p.add_argument("--plugin", help="only letters of this plugin")
+    p.add_argument("--reason", help="only reasons containing this text (case-insensitive)")
+    p.add_argument("--event-id", help="only this event id")
+    p.add_argument("--since", help="refused at or after: 15m, 2h, 1d ago, or an ISO 8601 time")
+    p.add_argument("--until", help="refused at or before: a duration ago or an ISO 8601 time")
+    p.add_argument("--all", action="store_true", help="replay: every letter (without a filter, replay refuses)")
+    p.add_argument("--dry-run", action="store_true", help="replay: say what would be sent, send nothing")
+    p.set_defaults(handler=_dead_letters)
 
     p = sub.add_parser("demo", help="local stack + worker + demo events, results live, and a summary")
     p.add_argument("--events", type=int, default=200, help="number of demo events (default 200)")
@@ -109,25 +159,53 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true", help="py-spy the worker during each maximum-throughput run")
     p.add_argument("--workers", type=int, default=1, help="worker processes in the pipeline's consumer group")
     p.add_argument(
-        "--skip", type=_skippable_stages, metavar="STAGES", help="leave out stages: transport, naive (comma-separated)"
+        "--skip",
+        type=_skippable_stages,
+        metavar="STAGES",
+        help="leave out stages: transport, naive, competent, fair (comma-separated)",
+    )
+    p.add_argument(
+        "--max-other-cores",
+        type=float,
+        help="a stage during or before which other processes used more cores than this is marked INVALID "
+        "(default 0.25)",
     )
     p.set_defaults(handler=_bench)
     return parser
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.registry import load_plugins
-    from streamproc.worker import StreamprocWorker
+    from streamproc import preflight
 
-    runtimes, reports = load_plugins(settings)
+    preflight.check_kafka(settings)
+    preflight.check_redis(settings)
+    from streamproc.worker import StreamprocWorker  # Faust: seconds to import, after the quick checks
+
+    runtimes, reports = _load_plugins(settings, load_models=True)
     StreamprocWorker(settings, runtimes, load_failures=sum(1 for r in reports if r.error)).run()
     return 0
 
 
-def _plugins(args: argparse.Namespace, settings: Settings) -> int:
+def _load_plugins(settings: Settings, load_models: bool) -> tuple[dict, list]:
+    """``registry.load_plugins``, saying on stderr what it loads and how long it took
+    (loading models takes seconds; a silent terminal looks hung)."""
+    from streamproc import preflight
     from streamproc.registry import load_plugins
 
-    _, reports = load_plugins(settings, load_models=not args.no_load)
+    preflight.check_plugin_names(settings)
+    preflight.check_device(settings)
+    if not load_models:
+        return load_plugins(settings, load_models=False)
+    print(f"streamproc: loading plugins on {settings.device} device ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    runtimes, reports = load_plugins(settings)
+    names = ", ".join(sorted(runtimes)) or "none"
+    print(f"streamproc: loaded {names} in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return runtimes, reports
+
+
+def _plugins(args: argparse.Namespace, settings: Settings) -> int:
+    _, reports = _load_plugins(settings, load_models=not args.no_load)
     if args.json:
         print(json.dumps([r.__dict__ for r in reports], indent=2))
         return 0
@@ -162,25 +240,46 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.dev.demo_events import demo_records
-    from streamproc.dev.producer import file_records, produce
+    """Send demo events or a file's good lines; bad lines are reported (number, reason) and
+    not sent, and make the exit status 1 once everything else is sent. The input topics are
+    created first and their leaders awaited, so the first sends meet neither a missing
+    topic nor a partition without a leader, and kafka-python's retry chatter stays quiet."""
+    import logging
 
+    from streamproc import preflight
+    from streamproc.dev.demo_events import demo_records
+    from streamproc.dev.producer import BadLine, file_records, produce
+    from streamproc.kafka_clients import ensure_topics
+
+    preflight.check_kafka(settings)
+    bad: list[BadLine] = []
     if args.demo is not None:
         records = list(demo_records(args.demo, bad=not args.no_bad))
     else:
-        records = list(file_records(args.file, settings))
+        records = []
+        for item in file_records(args.file, settings):
+            if isinstance(item, BadLine):
+                print(f"streamproc: {args.file}: {item.describe()} (not sent)", file=sys.stderr, flush=True)
+                bad.append(item)
+            else:
+                records.append(item)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    ensure_topics(settings.kafka, settings.kafka.input_topics.values(), wait_for_leaders=True)
     counts = produce(settings, records, len(records), settings.kafka.input_topics)
     print(json.dumps(counts))
+    if bad:
+        print(f"streamproc: {len(bad)} bad line(s) not sent, {len(records)} sent", file=sys.stderr)
+        return 1
     return 0
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
-    import redis
-
+    from streamproc import preflight
     from streamproc.dev.feeds import FeedReader, summarize
 
+    preflight.check_redis(settings)
     reader = FeedReader(
-        redis.Redis.from_url(settings.redis.url),
+        preflight.redis_client(settings),
         settings.redis.key_prefix,
         args.kinds or None,
         from_start=args.from_start,
@@ -188,8 +287,61 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
     shown = 0
     while not args.limit or shown < args.limit:
         for record in reader.poll(block_ms=1000):
-            print(summarize(record), flush=True)
+            print(summarize(record, args.images), flush=True)
             shown += 1
+            if shown == args.limit:
+                break
+    return 0
+
+
+def _get(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc import preflight
+    from streamproc.dev.feeds import compact, latest
+
+    preflight.check_redis(settings)
+    record = latest(preflight.redis_client(settings), settings.redis.key_prefix, args.kind, args.key)
+    if record is None:
+        print(f"streamproc: no {args.kind} result for key {args.key!r} (none yet, or expired)", file=sys.stderr)
+        return 1
+    shown = record if args.raw else compact(record, args.images)
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc import deadletters, preflight
+
+    wanted = deadletters.LetterFilter(
+        stage=args.stage,
+        plugin=args.plugin,
+        reason=args.reason,
+        event_id=args.event_id,
+        since_ms=deadletters.parse_time(args.since) if args.since else None,
+        until_ms=deadletters.parse_time(args.until) if args.until else None,
+    )
+    if args.action == "show" and not args.ref:
+        raise deadletters.DeadLetterError("show needs a letter: <partition>@<offset> (from list) or an event id")
+    if args.action == "replay" and wanted == deadletters.LetterFilter() and not args.all:
+        raise deadletters.DeadLetterError("replay needs a filter (--stage, --plugin, --reason, --since ...) or --all")
+    preflight.check_kafka(settings)
+    letters = deadletters.select(deadletters.read_letters(settings), wanted)
+    if args.action == "show":
+        print(deadletters.show(deadletters.find(letters, args.ref)))
+        return 0
+    if args.action == "list":
+        for letter in letters:
+            print(letter.line())
+        print(f"{len(letters)} dead letter(s) in {settings.kafka.dead_letter_topic}", file=sys.stderr)
+        return 0
+    report = deadletters.plan_replay(letters)
+    for letter, why in report.skipped:
+        print(f"skipped {letter.ref}: {why}", file=sys.stderr)
+    if not args.dry_run:
+        deadletters.replay(settings, report)
+    verb = "would replay" if args.dry_run else "replayed"
+    for letter in report.sent:
+        print(f"{verb} {letter.ref} (event {letter.doc.get('event_id') or '-'}) to {letter.doc['topic']}")
+    print(f"{verb} {len(report.sent)} event(s), skipped {len(report.skipped)}", file=sys.stderr)
     return 0
 
 
@@ -199,11 +351,15 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args.events, args.keep_stack)
 
 
+SKIPPABLE_STAGES = frozenset({"transport", "naive", "competent", "fair"})
+
+
 def _skippable_stages(text: str) -> frozenset[str]:
     stages = frozenset(s.strip() for s in text.split(",") if s.strip())
-    unknown = stages - {"transport", "naive"}
+    unknown = stages - SKIPPABLE_STAGES
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose transport, naive")
+        choices = ", ".join(sorted(SKIPPABLE_STAGES))
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose {choices}")
     return stages
 
 

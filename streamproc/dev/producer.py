@@ -1,17 +1,24 @@
-"""Producing events to Kafka (``streamproc produce``): demo events or a JSON-lines file."""
+"""Producing events to Kafka (``streamproc produce``): demo events or a JSON-lines file.
+
+Every client option comes from ``kafka_python_options``: SASL and TLS as the worker uses
+them. A file's lines are checked by the worker's decoder first; bad lines are reported
+with their number and reason and not sent, the good ones all are."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from kafka import KafkaProducer
 
 from streamproc.config import Settings
 from streamproc.dev.demo_events import DemoRecord
+from streamproc.errors import InvalidEvent
+from streamproc.events import decode_event
 from streamproc.kafka_clients import kafka_python_options
 
 
@@ -45,21 +52,56 @@ class ProgressBar:
         sys.stderr.flush()
 
 
-def file_records(path: Path, settings: Settings) -> Iterator[DemoRecord]:
-    """Records from a JSON-lines file: one event per line, keyed by its type's key field."""
-    key_fields = {"playback": "user_id", "upload": "upload_id", "audio": "audio_id"}
+@dataclass(frozen=True)
+class BadLine:
+    """A line of a JSON-lines file that is not an event the worker would accept."""
+
+    number: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"line {self.number}: {self.reason}"
+
+
+def file_records(path: Path, settings: Settings) -> Iterator[DemoRecord | BadLine]:
+    """Each non-blank line of a JSON-lines file, checked by the worker's own decoder: a
+    record keyed as the worker keys its type, or a ``BadLine`` with the decoder's reason
+    (not UTF-8, not JSON, nested too deeply, a list as ``type``, over the record size
+    limit...). A line longer than the limit is skipped without being held in memory."""
+    limits = settings.limits.payload_limits()
     with path.open("rb") as lines:
-        for line in lines:
+        for number, line in enumerate(_bounded_lines(lines, limits.max_record_bytes), start=1):
+            if isinstance(line, int):
+                yield BadLine(number, f"record: {line} bytes exceeds the limit of {limits.max_record_bytes}")
+                continue
             line = line.strip()
             if not line:
                 continue
             try:
-                doc = json.loads(line)
-                key = str(doc.get(key_fields.get(doc.get("type"), "user_id"), "")) or None
-                event_type, event_id = str(doc.get("type")), doc.get("id")
-            except (json.JSONDecodeError, AttributeError):
-                key, event_type, event_id = None, "invalid", None  # sent as is: the worker refuses it
-            yield DemoRecord(key.encode() if key else None, line, event_id, event_type)
+                event = decode_event(line, limits)
+            except InvalidEvent as exc:
+                yield BadLine(number, exc.reason)
+                continue
+            yield DemoRecord(event.key.encode(), line, event.id, event.type)
+
+
+def _bounded_lines(stream: BinaryIO, max_bytes: int) -> Iterator[bytes | int]:
+    """The lines of ``stream``, or for a line over ``max_bytes`` (newline not counted) its
+    length instead, read in chunks and dropped."""
+    while True:
+        line = stream.readline(max_bytes + 2)
+        if not line:
+            return
+        if len(line.rstrip(b"\r\n")) <= max_bytes:
+            yield line
+            continue
+        size = len(line)
+        while not line.endswith(b"\n"):
+            line = stream.readline(1024 * 1024)
+            if not line:
+                break
+            size += len(line)
+        yield size - 1 if line.endswith(b"\n") else size
 
 
 def produce(

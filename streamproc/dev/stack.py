@@ -4,9 +4,11 @@ For development, the demo and the tests on a machine without Docker. Kafka's jar
 from Maven Central through the Maven recipe ``kafka-pom.xml`` beside this module into a cache outside the clone
 (``$STREAMPROC_CACHE``, default ``~/.cache/streamproc``); Redis is Debian's
 ``redis-server``. Both listen on free loopback ports. A stack lives in a home directory
-(``<cache>/stack`` unless told otherwise) holding ``stack.json`` with its PIDs and
+(``$STREAMPROC_STACK_HOME``, else ``<cache>/stack``) holding ``stack.json`` with its PIDs and
 addresses, so ``down`` and ``status`` find it and a second ``up`` reports the running
-stack instead of starting another.
+stack instead of starting another. The commands that need Kafka or Redis read the same
+file (``with_local_stack``) when no address is configured, so a user who forgets the
+printed ``export`` line still reaches the stack.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from streamproc.config import Settings
 from streamproc.errors import StackError
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,11 @@ STOP_TIMEOUT_S = 30.0
 def cache_dir() -> Path:
     """Where streamproc keeps downloads and state outside the clone."""
     return Path(os.environ.get("STREAMPROC_CACHE", Path.home() / ".cache" / "streamproc"))
+
+
+def default_home() -> Path:
+    """The stack's home unless one is given: ``$STREAMPROC_STACK_HOME``, else ``<cache>/stack``."""
+    return Path(os.environ.get("STREAMPROC_STACK_HOME") or cache_dir() / "stack")
 
 
 @dataclass(frozen=True)
@@ -71,24 +79,50 @@ class StackInfo:
         )
 
 
+def with_local_stack(settings: Settings, home: Path | None = None) -> tuple[Settings, str | None]:
+    """``settings`` with the running local stack's Kafka and Redis addresses where none is
+    configured (``kafka.bootstrap``, ``redis.url`` unset in the file and the environment),
+    and the one line saying so; unchanged, with ``None``, when both are configured or no
+    stack runs."""
+    use_kafka = "bootstrap" not in settings.kafka.model_fields_set
+    use_redis = "url" not in settings.redis.model_fields_set
+    if not (use_kafka or use_redis):
+        return settings, None
+    stack = LocalStack(home)
+    info = stack.status()
+    if info is None:
+        return settings, None
+    update: dict[str, object] = {}
+    used = []
+    if use_kafka:
+        update["kafka"] = settings.kafka.model_copy(update={"bootstrap": info.kafka_bootstrap})
+        used.append(f"Kafka {info.kafka_bootstrap}")
+    if use_redis:
+        update["redis"] = settings.redis.model_copy(update={"url": info.redis_url})
+        used.append(f"Redis {info.redis_url}")
+    line = f"using the local stack ({stack.state_file}): {', '.join(used)}"
+    return settings.model_copy(update=update), line
+
+
 class LocalStack:
     """Start, inspect and stop one local Kafka + Redis stack rooted at ``home``."""
 
     def __init__(self, home: Path | None = None, kafka_heap_mb: int = 512, persistent_redis: bool = False) -> None:
-        self.home = Path(home) if home else cache_dir() / "stack"
+        self.home = Path(home) if home else default_home()
         self.kafka_heap_mb = kafka_heap_mb
         self.persistent_redis = persistent_redis  # append-only file, so a Redis restart keeps the data
         self.libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
 
     @property
-    def _state_file(self) -> Path:
+    def state_file(self) -> Path:
+        """Where ``up`` writes the running stack's PIDs and addresses."""
         return self.home / "stack.json"
 
     def status(self) -> StackInfo | None:
         """The running stack, or ``None``. A half-dead stack is reported as not running."""
-        if not self._state_file.exists():
+        if not self.state_file.exists():
             return None
-        info = StackInfo(**json.loads(self._state_file.read_text()))
+        info = StackInfo(**json.loads(self.state_file.read_text()))
         if alive(info.kafka_pid) and alive(info.redis_pid):
             return info
         return None
@@ -124,12 +158,12 @@ class LocalStack:
         return info
 
     def _save(self, info: StackInfo) -> None:
-        self._state_file.write_text(json.dumps(asdict(info), indent=2))
+        self.state_file.write_text(json.dumps(asdict(info), indent=2))
 
     def _running(self) -> StackInfo:
-        if not self._state_file.exists():
+        if not self.state_file.exists():
             raise StackError(f"no stack in {self.home}")
-        return StackInfo(**json.loads(self._state_file.read_text()))
+        return StackInfo(**json.loads(self.state_file.read_text()))
 
     def restart_kafka(self, down_s: float = 0.0) -> StackInfo:
         """Fault injection: stop the broker (TERM), wait ``down_s``, start it on the same ports and data."""
@@ -154,12 +188,12 @@ class LocalStack:
 
     def down(self, quiet: bool = False) -> bool:
         """Stop the stack's processes (TERM, then KILL after a bound); True if one ran."""
-        if not self._state_file.exists():
+        if not self.state_file.exists():
             return False
-        info = StackInfo(**json.loads(self._state_file.read_text()))
+        info = StackInfo(**json.loads(self.state_file.read_text()))
         for pid in (info.kafka_pid, info.redis_pid):
             _stop_pid(pid)
-        self._state_file.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
         if not quiet:
             log.info("stack stopped")
         return True

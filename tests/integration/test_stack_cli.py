@@ -1,8 +1,10 @@
-"""`streamproc stack up|status|down`: a real stack, reported once, and nothing left behind."""
+"""`streamproc stack up|status|down`: a real stack, reported once, found by the other commands
+when no address is configured, and nothing left behind."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -50,3 +52,44 @@ def test_stack_up_reports_a_running_stack_and_down_leaves_nothing(tmp_path: Path
     assert not alive(state["kafka_pid"]) and not alive(state["redis_pid"])
     assert not listening(kafka_port) and not listening(redis_port)
     assert stack(home, "status").returncode == 1
+
+
+def streamproc(home: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A command run as a user who never exported the stack's addresses."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_") or k == "STREAMPROC_CACHE"}
+    return subprocess.run(
+        [sys.executable, "-m", "streamproc", *argv],
+        env={**clean, "STREAMPROC_STACK_HOME": str(home), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_commands_find_the_running_stack_say_so_and_fail_in_one_line_once_it_is_down(tmp_path: Path) -> None:
+    home = tmp_path / "stack"
+    assert stack(home, "up").returncode == 0
+    state = json.loads((home / "stack.json").read_text())
+    try:
+        got = streamproc(home, "get", "echo", "nobody")
+        assert got.returncode == 1, got.stderr
+        assert (
+            f"streamproc: using the local stack ({home / 'stack.json'}): "
+            f"Kafka {state['kafka_bootstrap']}, Redis {state['redis_url']}" in got.stderr
+        )
+        assert "no echo result for key 'nobody'" in got.stderr
+        produced = streamproc(home, "produce", "--demo", "2", "--no-bad")
+        assert produced.returncode == 0, produced.stderr
+        assert sum(json.loads(produced.stdout).values()) == 2
+        assert "WARNING" not in produced.stderr and "Topic not found" not in produced.stderr
+        # An address that is configured wins over the stack, and is not mentioned as found.
+        configured = streamproc(home, "get", "echo", "nobody", STREAMPROC_REDIS_URL=state["redis_url"])
+        assert f"Kafka {state['kafka_bootstrap']}" in configured.stderr and "Redis redis://" not in configured.stderr
+    finally:
+        assert stack(home, "down").returncode == 0
+    after = streamproc(home, "get", "echo", "nobody")
+    assert after.returncode == 2 and "Traceback" not in after.stderr
+    assert (
+        "Redis is not reachable at redis://127.0.0.1:6379/0" in after.stderr and "streamproc stack up" in after.stderr
+    )

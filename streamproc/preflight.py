@@ -1,0 +1,132 @@
+"""Checks a command runs before it starts work, each failing fast with one clear line.
+
+* ``check_kafka``/``check_redis``: the configured broker and Redis answer within
+  ``CONNECT_TIMEOUT_S`` (else ``Unreachable`` naming the address tried and a hint), so a
+  mistyped or stopped address never becomes half a minute of client retries and a traceback;
+* ``check_plugin_names``: every name in ``enabled_plugins`` and ``plugins`` is an installed
+  entry point (a typo is an error, not a worker that silently runs without the plugin);
+* ``check_device``: the configured device exists on this machine (``cuda`` without CUDA).
+
+Each raises a ``StreamprocError`` subclass; the CLI prints it as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from streamproc.config import Settings
+from streamproc.errors import ConfigError, StreamprocError
+
+if TYPE_CHECKING:
+    import redis
+
+CONNECT_TIMEOUT_S = 3.0
+HINT = "start the local stack with `streamproc stack up`, or set {variable} (docs/configuration.md)"
+
+
+class Unreachable(StreamprocError):
+    """A service the command needs did not answer: the address tried and what to do."""
+
+
+def check_kafka(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """A bootstrap server answers Kafka's protocol (with the configured SASL/TLS) within
+    ``timeout_s``: a TCP connection alone proves little behind proxies and load balancers.
+    kafka-python's own retry logging is silenced meanwhile; the error says it all."""
+    from kafka import KafkaAdminClient
+
+    from streamproc.kafka_clients import kafka_python_options
+
+    timeout_ms = int(timeout_s * 1000)
+    quiet = logging.getLogger("kafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        client = KafkaAdminClient(
+            **kafka_python_options(settings.kafka), bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
+        )
+    except Exception as exc:  # kafka-python raises several unrelated types for one cause
+        hint = HINT.format(variable="STREAMPROC_KAFKA_BOOTSTRAP")
+        why = "no answer" if "bootstrap" in str(exc).lower() else _reason(exc)
+        raise Unreachable(f"Kafka is not reachable at {settings.kafka.bootstrap} ({why}): {hint}") from None
+    else:
+        client.close()
+    finally:
+        quiet.setLevel(level)
+
+
+def check_redis(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Redis answers PING (authenticated with the configured password) within ``timeout_s``."""
+    import redis
+
+    client = redis_client(settings, timeout_s)
+    where = _masked_url(settings)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise Unreachable(
+            f"Redis at {where} refused the credentials ({exc}): check STREAMPROC_REDIS_PASSWORD"
+        ) from None
+    except (redis.RedisError, OSError) as exc:
+        hint = HINT.format(variable="STREAMPROC_REDIS_URL")
+        raise Unreachable(f"Redis is not reachable at {where} ({_reason(exc)}): {hint}") from None
+    finally:
+        client.close()
+
+
+def redis_client(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
+    """A synchronous Redis client for the tools, honouring ``redis.password`` (which
+    overrides a password in the URL) and TLS (``rediss://``), as the worker does."""
+    import redis
+
+    password = settings.redis.password.get_secret_value() if settings.redis.password else None
+    options: dict[str, object] = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
+    if password is not None:
+        options["password"] = password
+    return redis.Redis.from_url(settings.redis.url, **options)
+
+
+def check_plugin_names(settings: Settings) -> None:
+    """Every plugin named in the settings is installed (an entry point of the group)."""
+    from streamproc.plugin import ENTRY_POINT_GROUP  # imports torch: only when checked
+
+    installed = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    named = [("enabled_plugins", n) for n in settings.enabled_plugins or ()]
+    named += [(f"plugins.{n}", n) for n in settings.plugins]
+    unknown = [f"{where}: {name!r}" for where, name in named if name not in installed]
+    if unknown:
+        raise ConfigError(f"unknown plugin name(s) {'; '.join(unknown)} (installed: {', '.join(installed) or 'none'})")
+
+
+def check_device(settings: Settings) -> None:
+    """The configured device exists here: ``cuda``/``cuda:N`` needs CUDA and that GPU."""
+    if not settings.device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"setting device: {settings.device!r} but CUDA is not available on this machine (use cpu or auto)"
+        )
+    index, count = int(settings.device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"setting device: {settings.device!r} but this machine has {count} GPU(s)")
+
+
+def _masked_url(settings: Settings) -> str:
+    return settings.masked()["redis"]["url"]
+
+
+def _reason(exc: BaseException) -> str:
+    """A few words for a connection failure, whichever client raised it."""
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    lowered = text.lower()
+    if isinstance(exc, TimeoutError | socket.timeout) or "timed out" in lowered or "timeout" in lowered:
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError) or "refused" in lowered:
+        return "connection refused"
+    if isinstance(exc, socket.gaierror) or "name or service not known" in lowered or "not known" in lowered:
+        return "unknown host"
+    return text[:160]

@@ -137,5 +137,10 @@ def serve(settings: Settings, bind: str, port: int) -> None:
     """Serve the page until interrupted (``streamproc ui``)."""
     app = web.Application()
     ResultsPage(settings).attach(app)
-    print(f"streamproc ui: results page on http://{bind}:{port}/ (Ctrl-C to stop)", flush=True)
+    redis_url = settings.masked()["redis"]["url"]
+    print(
+        f"streamproc ui: results page on http://{bind}:{port}/ (Redis {redis_url}, Kafka {settings.kafka.bootstrap}; "
+        "Ctrl-C to stop)",
+        flush=True,
+    )
     web.run_app(app, host=bind, port=port, print=None, access_log=None, shutdown_timeout=5)

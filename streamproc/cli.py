@@ -135,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="replay: say what would be sent, send nothing")
     p.set_defaults(handler=_dead_letters)
 
+    p = sub.add_parser("ui", help="serve a live page of results, dead letters and per-plugin figures (read-only)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.set_defaults(handler=_ui)
+
     p = sub.add_parser("demo", help="local stack + worker + demo events, results live, and a summary")
     p.add_argument("--events", type=int, default=200, help="number of demo events (default 200)")
     p.add_argument("--keep-stack", action="store_true", help="leave the local stack running afterwards")
@@ -342,6 +347,13 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     for letter in report.sent:
         print(f"{verb} {letter.ref} (event {letter.doc.get('event_id') or '-'}) to {letter.doc['topic']}")
     print(f"{verb} {len(report.sent)} event(s), skipped {len(report.skipped)}", file=sys.stderr)
+    return 0
+
+
+def _ui(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.ui.server import serve
+
+    serve(settings, args.bind, args.port)
     return 0
 
 

@@ -1,6 +1,6 @@
 """The user's commands against the real stack and a running worker: ``produce --file`` with
 bad lines, ``get``, ``tail --limit``, ``dead-letters list|show|replay``, and ``tail`` with
-a Redis password."""
+a Redis password; and a newer producer's extra fields, accepted and counted."""
 
 from __future__ import annotations
 
@@ -86,10 +86,15 @@ def test_get_and_tail_read_the_worker_results_and_tail_stops_at_exactly_the_limi
     create_topics(endpoints.kafka_bootstrap, settings["kafka"]["input_topics"].values())
     worker = WorkerProcess(settings, tmp_path, test_plugins_path).start()
     try:
-        produce(endpoints.kafka_bootstrap, f"{unique}-upload", [upload(f"e{i}", f"up{i}") for i in range(8)])
+        events = [upload(f"e{i}", f"up{i}") for i in range(7)]
+        # A newer producer: an extra field and a numeric user id are accepted (schema evolution).
+        events.append(upload("e7", "up7", user_id=7007, app_version="3.1", client={"os": "android"}))
+        produce(endpoints.kafka_bootstrap, f"{unique}-upload", events)
         client = redis.Redis.from_url(endpoints.redis_url)
         prefix = settings["redis"]["key_prefix"]
         wait_for(lambda: len(feed(client, prefix, "echo")) == 8, 60, "8 echo results")
+        assert worker.metric("streamproc_event_fields_ignored_total", type="upload") == 2
+        assert worker.metric("streamproc_dead_letters_total") == 0
     finally:
         worker.terminate()
     got = cli(settings, tmp_path, "get", "echo", "up5")

@@ -12,8 +12,10 @@ Each raises a ``StreamprocError`` subclass; the CLI prints it as one line and ex
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -34,27 +36,54 @@ class Unreachable(StreamprocError):
 def check_kafka(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """A bootstrap server answers Kafka's protocol (with the configured SASL/TLS) within
     ``timeout_s``: a TCP connection alone proves little behind proxies and load balancers.
-    kafka-python's own retry logging is silenced meanwhile; the error says it all."""
+    kafka-python's own log lines are held back meanwhile and only read for the cause."""
     from kafka import KafkaAdminClient
 
     from streamproc.kafka_clients import kafka_python_options
 
     timeout_ms = int(timeout_s * 1000)
-    quiet = logging.getLogger("kafka")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
-    try:
-        client = KafkaAdminClient(
-            **kafka_python_options(settings.kafka), bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
+    with _held_back("kafka") as held:
+        try:
+            client = KafkaAdminClient(
+                **kafka_python_options(settings.kafka), bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
+            )
+        except Exception as exc:  # kafka-python raises several unrelated types for one cause
+            failure: Exception | None = exc
+        else:
+            client.close()
+            failure = None
+    if failure is None:
+        return
+    # A broker that refuses SASL credentials answers the version handshake, then closes the
+    # connection; kafka-python only logs that it was disconnected.
+    answered_then_closed = any("broker_version=(" in line and "disconnected" in line for line in held)
+    if settings.kafka.security_protocol.startswith("SASL") and answered_then_closed:
+        raise Unreachable(
+            f"Kafka at {settings.kafka.bootstrap} answered, then closed the connection during SASL "
+            f"{settings.kafka.sasl_mechanism} authentication as {settings.kafka.sasl_username!r}: "
+            "check kafka.sasl_username and STREAMPROC_KAFKA_SASL_PASSWORD"
         )
-    except Exception as exc:  # kafka-python raises several unrelated types for one cause
-        hint = HINT.format(variable="STREAMPROC_KAFKA_BOOTSTRAP")
-        why = "no answer" if "bootstrap" in str(exc).lower() else _reason(exc)
-        raise Unreachable(f"Kafka is not reachable at {settings.kafka.bootstrap} ({why}): {hint}") from None
-    else:
-        client.close()
+    hint = HINT.format(variable="STREAMPROC_KAFKA_BOOTSTRAP")
+    why = "no answer" if "bootstrap" in str(failure).lower() else _reason(failure)
+    raise Unreachable(f"Kafka is not reachable at {settings.kafka.bootstrap} ({why}): {hint}")
+
+
+@contextlib.contextmanager
+def _held_back(logger_name: str) -> Iterator[list[str]]:
+    """The logger's records (WARNING and up) collected in a list instead of printed."""
+    logger = logging.getLogger(logger_name)
+    held: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: held.append(record.getMessage())  # type: ignore[method-assign]
+    saved = logger.level, logger.propagate, logger.handlers[:]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    try:
+        yield held
     finally:
-        quiet.setLevel(level)
+        logger.level, logger.propagate = saved[0], saved[1]
+        logger.handlers[:] = saved[2]
 
 
 def check_redis(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> None:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -60,6 +60,8 @@ class StackInfo:
     redis_pid: int
     home: str
     controller_port: int = 0
+    sasl_bootstrap: str = ""
+    """A second listener requiring SASL/PLAIN (``LocalStack(sasl_users=...)``), else empty."""
 
     @property
     def kafka_port(self) -> int:
@@ -107,10 +109,17 @@ def with_local_stack(settings: Settings, home: Path | None = None) -> tuple[Sett
 class LocalStack:
     """Start, inspect and stop one local Kafka + Redis stack rooted at ``home``."""
 
-    def __init__(self, home: Path | None = None, kafka_heap_mb: int = 512, persistent_redis: bool = False) -> None:
+    def __init__(
+        self,
+        home: Path | None = None,
+        kafka_heap_mb: int = 512,
+        persistent_redis: bool = False,
+        sasl_users: Mapping[str, str] | None = None,
+    ) -> None:
         self.home = Path(home) if home else default_home()
         self.kafka_heap_mb = kafka_heap_mb
         self.persistent_redis = persistent_redis  # append-only file, so a Redis restart keeps the data
+        self.sasl_users = dict(sasl_users or {})  # user -> password of a SASL_PLAINTEXT listener (tests)
         self.libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
 
     @property
@@ -138,10 +147,10 @@ class LocalStack:
         redis_server = ensure_redis_server(progress)
         self.ensure_kafka_jars(progress)
         self.home.mkdir(parents=True, exist_ok=True)
-        redis_port, kafka_port, controller_port = free_ports(3)
+        redis_port, kafka_port, controller_port, sasl_port = free_ports(4)
         redis_pid = self._start_redis(redis_server, redis_port)
         try:
-            self._format_kafka(java, kafka_port, controller_port)
+            self._format_kafka(java, kafka_port, controller_port, sasl_port)
             kafka_pid = self._start_kafka(java, kafka_port, progress)
         except BaseException:
             _stop_pid(redis_pid)
@@ -153,6 +162,7 @@ class LocalStack:
             redis_pid=redis_pid,
             home=str(self.home),
             controller_port=controller_port,
+            sasl_bootstrap=f"127.0.0.1:{sasl_port}" if self.sasl_users else "",
         )
         self._save(info)
         return info
@@ -253,11 +263,14 @@ class LocalStack:
         _wait_for(lambda: redis_ping(port), 20.0, f"Redis on port {port}", proc, self.home / "redis.log")
         return proc.pid
 
-    def _format_kafka(self, java: str, port: int, controller_port: int) -> None:
+    def _format_kafka(self, java: str, port: int, controller_port: int, sasl_port: int) -> None:
         run = self.home / "kafka"
         shutil.rmtree(run, ignore_errors=True)
         (run / "data").mkdir(parents=True)
-        (run / "server.properties").write_text(_server_properties(port, controller_port, run / "data"))
+        properties = _server_properties(port, controller_port, run / "data")
+        if self.sasl_users:
+            properties = _with_sasl_listener(properties, port, controller_port, sasl_port, self.sasl_users)
+        (run / "server.properties").write_text(properties)
         (run / "log4j2.properties").write_text(_LOG4J2)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if cluster_id.startswith("-"):
@@ -361,6 +374,32 @@ auto.create.topics.enable=true
 message.max.bytes=16777216
 replica.fetch.max.bytes=16777216
 """
+
+
+def _with_sasl_listener(
+    properties: str, port: int, controller_port: int, sasl_port: int, users: Mapping[str, str]
+) -> str:
+    """``properties`` with a second client listener on ``sasl_port`` requiring SASL/PLAIN
+    with ``users`` (no authorizer: any authenticated user may do anything)."""
+    listeners = (
+        f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},CONTROLLER://127.0.0.1:{controller_port}"
+    )
+    accounts = " ".join(f'user_{user}="{password}"' for user, password in users.items())
+    replaced = []
+    for line in properties.splitlines():
+        key = line.split("=", 1)[0]
+        if key in ("listeners", "advertised.listeners"):
+            line = f"{key}={listeners}"
+        elif key == "listener.security.protocol.map":
+            line += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        replaced.append(line)
+    replaced += [
+        "sasl.enabled.mechanisms=PLAIN",
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
+        f"listener.name.sasl_plaintext.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {accounts};",
+    ]
+    return "\n".join(replaced) + "\n"
 
 
 _LOG4J2 = """status = warn

@@ -1,6 +1,7 @@
 """The user's commands against the real stack and a running worker: ``produce --file`` with
 bad lines, ``get``, ``tail --limit``, ``dead-letters list|show|replay``, and ``tail`` with
-a Redis password; and a newer producer's extra fields, accepted and counted."""
+a Redis password, ``produce`` and ``dead-letters`` through SASL; and a newer producer's
+extra fields, accepted and counted."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from harness import (
     wait_for,
 )
 
-from streamproc.dev.stack import free_ports, redis_ping
+from streamproc.dev.stack import LocalStack, free_ports, redis_ping
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +208,38 @@ def test_tail_and_get_authenticate_with_the_redis_password(endpoints, unique, tm
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_produce_and_dead_letters_authenticate_with_sasl(unique, tmp_path: Path) -> None:
+    """A broker whose client listener requires SASL/PLAIN: the tools use the same SASL
+    settings as the worker, and a wrong password is one line naming the user."""
+    password = f"pw-{unique}"
+    stack = LocalStack(tmp_path / "sasl-stack", sasl_users={"alice": password})
+    info = stack.up(lambda message: None)
+    try:
+        settings: dict[str, Any] = {
+            "kafka": {
+                "bootstrap": info.sasl_bootstrap,
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "PLAIN",
+                "sasl_username": "alice",
+                "sasl_password": password,
+                "input_topics": {t: f"{unique}-{t}" for t in ("playback", "upload", "audio")},
+                "dead_letter_topic": f"{unique}-dlq",
+            },
+            "redis": {"url": info.redis_url},
+        }
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(b"\n".join(upload(f"s{i}", f"up{i}")[1] for i in range(3)) + b"\n")
+        done = cli(settings, tmp_path, "produce", "--file", str(path))
+        assert done.returncode == 0, done.stderr
+        sent = read_topic(info.kafka_bootstrap, f"{unique}-upload", 3, timeout_s=30)  # read on the plain listener
+        assert sorted(r["id"] for r in sent) == ["s0", "s1", "s2"]
+        listed = cli(settings, tmp_path, "dead-letters", "list")
+        assert listed.returncode == 0 and "0 dead letter(s)" in listed.stderr, listed.stderr
+        settings["kafka"]["sasl_password"] = "wrong"
+        refused = cli(settings, tmp_path, "produce", "--file", str(path))
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert "SASL PLAIN authentication as 'alice'" in refused.stderr and password not in refused.stderr
+    finally:
+        stack.down()

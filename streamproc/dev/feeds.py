@@ -16,7 +16,8 @@ import redis
 from streamproc.dev.stack import cache_dir
 from streamproc.engine.keys import FEED_FIELD, RedisKeys
 
-MAX_SHOWN_STRING = 60
+MAX_SHOWN_STRING = 160
+"""Longer strings (not images) are shown as their length: a rejection reason fits, a blob does not."""
 IMAGE_PREFIXES = {"iVBORw0KGgo": "png", "/9j/": "jpeg"}
 """Base64 openings of the PNG signature and the JPEG start-of-image marker."""
 

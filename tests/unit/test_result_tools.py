@@ -38,8 +38,9 @@ def test_images_in_results_are_saved_once_and_printed_as_format_size_and_path(tm
     assert line == f'[artwork] artwork up1: {{"images": ["<png {len(data) / 1000:.1f} kB: {saved}>"]}}'
     summarize(record, tmp_path)
     assert len(list(tmp_path.iterdir())) == 1, "the same image is saved once"
-    assert compact({"text": "x" * 100}, tmp_path) == {"text": "<100 chars>"}
-    assert compact({"text": "iVBORw0KGgo" + "!" * 80}, tmp_path) == {"text": "<91 chars>"}, "not base64: not an image"
+    assert compact({"text": "x" * 100}, tmp_path) == {"text": "x" * 100}
+    assert compact({"text": "x" * 200}, tmp_path) == {"text": "<200 chars>"}
+    assert compact({"text": "iVBORw0KGgo" + "!" * 180}, tmp_path) == {"text": "<191 chars>"}, "not base64: not an image"
 
 
 def letter(offset: int, **doc: object) -> Letter:

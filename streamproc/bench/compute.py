@@ -5,7 +5,9 @@ bodies) on real demo events, already decoded and with their keyed state applied 
 engine would (decoding and state are the pipeline's work, timed here separately as
 ``decode_ms_per_event``). For one plugin it sweeps batch sizes and keeps the fastest;
 for several (the mixed workload) it runs every routed plugin, chained results included,
-at each plugin's best size, one plugin after the other. It also drives the engine's own
+at each plugin's best size, the plugins concurrently, each on its own thread as in the
+worker. In ``rate`` mode it measures one configuration of the fair limit (torch threads
+x processes, ``streamproc.bench.run``) at fixed batch sizes. It also drives the engine's own
 ``MicroBatcher`` in process (``drive_batcher``): batching, the plugin thread and
 ``run_batch``, still with no Kafka, Redis, decoding or ordered publishing.
 
@@ -22,7 +24,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,7 +101,11 @@ class PluginThread:
 
     def run_batch(self, items: Sequence[Item]) -> tuple[list[Any], Any, float]:
         """Outcomes, batch stats and wall seconds of one ``run_batch`` on the plugin thread."""
-        return self._pool.submit(self._timed, items).result()
+        return self.submit(items).result()
+
+    def submit(self, items: Sequence[Item]) -> Future[tuple[list[Any], Any, float]]:
+        """``run_batch`` queued on the plugin thread (batches of one plugin run one at a time)."""
+        return self._pool.submit(self._timed, items)
 
     def _timed(self, items: Sequence[Item]) -> tuple[list[Any], Any, float]:
         started = time.perf_counter()
@@ -241,9 +247,9 @@ def run_mix(
 ) -> MixRun:
     """Every event through every plugin its type (and its results' kinds) route to.
 
-    Plugins run one after the other (each on its own thread, as in the worker), each on
-    all of its items in batches of ``sizes[plugin]``; chained results (transcript ->
-    translator) follow in a next wave.
+    Plugins run concurrently, each on its own thread as in the worker, each on all of its
+    items in batches of ``sizes[plugin]``; chained results (transcript -> translator)
+    follow in a next wave. ``plugin_seconds`` is each plugin thread's busy time.
     """
     from streamproc.events import DerivedEvent
 
@@ -257,24 +263,26 @@ def run_mix(
     started = time.perf_counter()
     depth = 0
     while pending and depth <= MAX_CHAIN_DEPTH:
-        chained: dict[str, list[tuple[Any, Mapping[str, Any] | None, int]]] = {}
+        submitted = []
         for name, work in sorted(pending.items()):
-            runtime = threads[name].runtime
-            size = max(1, sizes.get(name, runtime.policy.max_batch_size))
-            t0 = time.perf_counter()
+            size = max(1, sizes.get(name, threads[name].runtime.policy.max_batch_size))
             for start in range(0, len(work), size):
                 chunk = work[start : start + size]
-                outcomes, _, _ = threads[name].run_batch([(event, state) for event, state, _ in chunk])
-                for (event, _, index), outcome in zip(chunk, outcomes, strict=True):
-                    if outcome.body is None:
-                        continue
-                    results[index] += 1
-                    origin = event.origin if isinstance(event, DerivedEvent) else event
-                    derived = DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin)
-                    for nxt in router.plugins_for(derived.type):
-                        chained.setdefault(nxt, []).append((derived, None, index))
-            plugin_seconds[name] += time.perf_counter() - t0
+                submitted.append((name, chunk, threads[name].submit([(event, state) for event, state, _ in chunk])))
             plugin_items[name] += len(work)
+        chained: dict[str, list[tuple[Any, Mapping[str, Any] | None, int]]] = {}
+        for name, chunk, future in submitted:
+            outcomes, _, elapsed = future.result()
+            plugin_seconds[name] += elapsed
+            produces = threads[name].runtime.produces
+            for (event, _, index), outcome in zip(chunk, outcomes, strict=True):
+                if outcome.body is None:
+                    continue
+                results[index] += 1
+                origin = event.origin if isinstance(event, DerivedEvent) else event
+                derived = DerivedEvent(type=produces, plugin=name, body=outcome.body, origin=origin)
+                for nxt in router.plugins_for(derived.type):
+                    chained.setdefault(nxt, []).append((derived, None, index))
         pending = chained
         depth += 1
     return MixRun(time.perf_counter() - started, results, plugin_seconds, plugin_items)
@@ -473,6 +481,65 @@ def _measure_mix(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["workload"] = {"path": spec["workload"], "events": write_workload(Path(spec["workload"]), records)}
 
 
+def _measure_rate(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """One configuration of the fair compute limit: ``threads`` torch threads in this process,
+    which is one of ``processes`` measured together. Each process loads and warms up, then
+    waits at the barrier (``_barrier``) so that the timed windows overlap; each runs its
+    own events (demo events from its own seed) through every plugin, concurrently as in
+    the worker, for at least ``budget_s``."""
+    import torch
+
+    from streamproc.config import load_settings
+    from streamproc.registry import build_router, load_plugins
+
+    barrier = Path(spec["barrier"])
+    try:
+        settings = load_settings()
+        runtimes, _ = load_plugins(settings)
+        torch.set_num_threads(spec["threads"])
+        plugins = spec["plugins"]
+        missing = [n for n in plugins if n not in runtimes]
+        if missing:
+            out["error"] = f"plugins not loaded: {', '.join(missing)}"
+            return
+        router = build_router(settings, runtimes)
+        single = len(plugins) == 1
+        selector = EventSelector(
+            runtimes, router, settings.limits.payload_limits(), single, seed=spec["seed"] + spec["index"]
+        )
+        selected = selector.take(spec["items"])
+        threads = {name: PluginThread(runtimes[name]) for name in plugins}
+        run_mix(threads, router, selected, spec["batch_sizes"])  # warm-up
+    finally:
+        (barrier / f"ready-{spec['index']}").touch()  # a failed process must not hold the others back
+    _wait_for_go(barrier)
+    events = 0
+    started = time.perf_counter()
+    while True:
+        run_mix(threads, router, selected, spec["batch_sizes"])
+        events += len(selected)
+        elapsed = time.perf_counter() - started
+        if elapsed >= spec["budget_s"]:
+            break
+    for thread in threads.values():
+        thread.close()
+    out.update(
+        events=events,
+        seconds=round(elapsed, 3),
+        events_per_s=round(events / elapsed, 2),
+        torch_threads=torch.get_num_threads(),
+    )
+
+
+def _wait_for_go(barrier: Path, timeout_s: float = 600.0) -> None:
+    """Block until the orchestrator opens the barrier (creates ``go``)."""
+    deadline = time.monotonic() + timeout_s
+    while not (barrier / "go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"barrier {barrier} not opened within {timeout_s:.0f} s")
+        time.sleep(0.02)
+
+
 def _runtime_facts(runtime: Any) -> dict[str, Any]:
     import torch
 
@@ -499,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if spec["mode"] == "plugin":
             _measure_plugin(spec, out)
+        elif spec["mode"] == "rate":
+            _measure_rate(spec, out)
         else:
             _measure_mix(spec, out)
     except Exception as exc:  # reported to the orchestrator, which goes on with the other plugins

@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -29,9 +30,10 @@ from redis.asyncio import Redis
 
 from streamproc.config import load_settings
 from streamproc.engine.keys import RedisKeys
-from streamproc.engine.routing import MAX_CHAIN_DEPTH
+from streamproc.engine.routing import MAX_CHAIN_DEPTH, Router
+from streamproc.engine.runtime import PluginRuntime
 from streamproc.errors import InvalidEvent
-from streamproc.events import DerivedEvent, Event, decode_event
+from streamproc.events import DerivedEvent, Event, PayloadLimits, decode_event
 from streamproc.ops.logs import configure_logging
 from streamproc.records import ResultRecord, now_ms
 from streamproc.registry import build_router, load_plugins
@@ -39,9 +41,30 @@ from streamproc.registry import build_router, load_plugins
 log = logging.getLogger("streamproc.bench.naive")
 
 
-def build_app() -> faust.App:
+@dataclass
+class Baseline:
+    """What the hand-written baselines share: plugins and routes loaded as the worker loads
+    them, a Faust app reading the input topics, its output topics, Redis."""
+
+    runtimes: Mapping[str, PluginRuntime]
+    router: Router
+    app: faust.App
+    source: faust.TopicT
+    outputs: Mapping[str, faust.TopicT]
+    redis: Redis
+    keys: RedisKeys
+    limits: PayloadLimits
+
+    def record(self, name: str, event: Event, body: Mapping[str, Any]) -> ResultRecord:
+        """The result record of plugin ``name`` for ``event``, in the worker's format."""
+        plugin = self.runtimes[name].plugin
+        return ResultRecord(event.id, name, plugin.model_version, plugin.produces, event.key, event.ts, now_ms(), body)
+
+
+def baseline(label: str) -> Baseline:
+    """Load settings and plugins and build the Faust app of a baseline named ``label``."""
     settings = load_settings()
-    datadir = tempfile.mkdtemp(prefix="streamproc-naive-")  # Faust's state folder; nothing kept
+    datadir = tempfile.mkdtemp(prefix=f"streamproc-{label}-")  # Faust's state folder; nothing kept
     atexit.register(shutil.rmtree, datadir, True)
     configure_logging(settings.log_level, settings.log_format)
     runtimes, _ = load_plugins(settings)
@@ -59,16 +82,25 @@ def build_app() -> faust.App:
         store="memory://",
         datadir=datadir,
     )
-    source = app.topic(*sorted(set(kafka.input_topics.values())), key_type=bytes, value_type=bytes)
-    outputs = {name: app.topic(router.output_topic(name), key_type=bytes, value_type=bytes) for name in runtimes}
-    redis = Redis.from_url(settings.redis.url)
-    keys = RedisKeys(settings.redis.key_prefix)
-    limits = settings.limits.payload_limits()
+    return Baseline(
+        runtimes,
+        router,
+        app,
+        app.topic(*sorted(set(kafka.input_topics.values())), key_type=bytes, value_type=bytes),
+        {name: app.topic(router.output_topic(name), key_type=bytes, value_type=bytes) for name in runtimes},
+        Redis.from_url(settings.redis.url),
+        RedisKeys(settings.redis.key_prefix),
+        settings.limits.payload_limits(),
+    )
+
+
+def build_app() -> faust.App:
+    base = baseline("naive")
     states: dict[str, Mapping[str, Any]] = {}
 
     async def handle(event: Event, depth: int) -> None:
-        for name in router.plugins_for(event.type):
-            plugin = runtimes[name].plugin
+        for name in base.router.plugins_for(event.type):
+            plugin = base.runtimes[name].plugin
             state = None
             key = plugin.state_key(event)
             if key is not None:
@@ -83,34 +115,36 @@ def build_app() -> faust.App:
             except Exception as exc:
                 log.warning("plugin %s failed on %s: %s", name, event.id, exc)
                 continue
-            record = ResultRecord(
-                event.id, name, plugin.model_version, plugin.produces, event.key, event.ts, now_ms(), body
-            )
+            record = base.record(name, event, body)
             payload = record.to_json()
-            await redis.set(keys.latest(record.kind, record.key), payload)
-            sent = await outputs[name].send(key=record.key.encode(), value=payload, force=True)
+            await base.redis.set(base.keys.latest(record.kind, record.key), payload)
+            sent = await base.outputs[name].send(key=record.key.encode(), value=payload, force=True)
             await sent
             if depth < MAX_CHAIN_DEPTH:
                 origin = event.origin if isinstance(event, DerivedEvent) else event
                 await handle(DerivedEvent(type=plugin.produces, plugin=name, body=body, origin=origin), depth + 1)
 
-    @app.agent(source, name="naive")
+    @base.app.agent(base.source, name="naive")
     async def process(stream: faust.StreamT) -> None:
         async for value in stream:
             try:
-                event = decode_event(value, limits)
+                event = decode_event(value, base.limits)
             except InvalidEvent as exc:
                 log.warning("refused: %s", exc.reason)
                 continue
             await handle(event, 0)
 
-    return app
+    return base.app
+
+
+def run(app: faust.App) -> None:
+    """Run a baseline's Faust worker until SIGTERM."""
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
+    app.main()
 
 
 def main() -> None:
-    app = build_app()
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
-    app.main()
+    run(build_app())
 
 
 if __name__ == "__main__":

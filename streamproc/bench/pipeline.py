@@ -1,4 +1,4 @@
-"""The pipeline and the naive baseline, each a real process between the real Kafka and Redis.
+"""The pipeline and the baselines, each a real process between the real Kafka and Redis.
 
 The pipeline is ``streamproc worker`` with only the plugins under test enabled, on the
 run's own topics, consumer group and Redis key prefix. Maximum throughput: a backlog of
@@ -6,8 +6,9 @@ N events is produced first, then the worker starts; the run ends when its ``/met
 show every event consumed and nothing in flight (every result acknowledged by both
 sinks). Latency: with the same worker, a paced generator offers a fixed share of that
 maximum for a fixed time while a reader notes when each result shows up on Kafka and
-in Redis. The naive baseline (``streamproc.bench.naive``) gets the same backlog
-treatment; its rate is read from its output topic (it has no metrics).
+in Redis. The naive and competent baselines (``streamproc.bench.naive``,
+``streamproc.bench.competent``) get the same backlog treatment; their rate is read from
+their output topics (they have no metrics).
 """
 
 from __future__ import annotations
@@ -190,6 +191,14 @@ def _cpu(ctx: RunContext, t0: float, t1: float, names: list[str]) -> dict[str, f
     return usage
 
 
+def _loop_ms_per_event(cores: Mapping[str, float], seconds: float, events: int) -> float | None:
+    """CPU milliseconds the workers' event-loop threads spent per event."""
+    loops = [v for k, v in cores.items() if k.startswith("loop")]
+    if not loops or events <= 0:
+        return None
+    return round(1000 * sum(loops) * seconds / events, 4)
+
+
 class WorkerGroup:
     """``count`` ``streamproc worker`` processes in one consumer group (scale-out as in production)."""
 
@@ -206,6 +215,7 @@ class WorkerGroup:
         for index, (child, _) in enumerate(self.members):
             child.start(["worker"])
             sampler.watch(f"worker{index}", child.pid)
+            sampler.watch_thread(f"loop{index}", child.pid)  # the event loop runs on the main thread
 
     @property
     def children(self) -> list[ChildProcess]:
@@ -236,6 +246,7 @@ class WorkerGroup:
         codes = [child.stop() for child in self.children]
         for index in range(len(self.members)):
             sampler.watch(f"worker{index}", None)
+            sampler.watch_thread(f"loop{index}", None)
         return codes
 
 
@@ -283,7 +294,8 @@ async def _pipeline(
     await asyncio.to_thread(preproduce, settings, records, topics.inputs)
     reader = await ResultReader(settings.kafka, topics.outputs, None, []).start()
     group.start(ctx.sampler)
-    names = ["kafka", "redis", "bench", *(f"worker{i}" for i in range(len(group.members)))]
+    members = range(len(group.members))
+    names = ["kafka", "redis", "bench", *(f"worker{i}" for i in members), *(f"loop{i}" for i in members)]
     out: dict[str, Any] = {
         "run_id": settings.app_id,
         "workers": len(group.members),
@@ -325,6 +337,7 @@ async def _pipeline(
             "cpu_cores": _cpu(ctx, t_mid, t_done, names),
             "other_processes": ctx.others(census, *group.children),
         }
+        out["max"]["loop_ms_per_event"] = _loop_ms_per_event(out["max"]["cpu_cores"], t_done - t_mid, counted)
         await reader.stop()
         ctx.say(
             f"  pipeline max: {out['max']['events_per_s']} events/s ({out['max']['steady_events_per_s']} steady "
@@ -452,26 +465,33 @@ async def _paced_phase(
     }
 
 
-def measure_naive(
-    ctx: RunContext, label: str, plugins: Sequence[str], records: Sequence[WorkloadRecord], cap_s: float
+def measure_baseline(
+    ctx: RunContext,
+    stage: str,
+    label: str,
+    plugins: Sequence[str],
+    records: Sequence[WorkloadRecord],
+    cap_s: float,
 ) -> dict[str, Any]:
-    """The naive baseline's throughput on a backlog of ``records`` (at most ``cap_s`` seconds)."""
-    run_id = new_run_id(f"naive{label}")
+    """A baseline's throughput on a backlog of ``records`` (at most ``cap_s`` seconds):
+    ``stage`` ``naive`` or ``competent``, the module ``streamproc.bench.<stage>``."""
+    run_id = new_run_id(f"{stage}{label}")
     data, topics = run_settings(ctx, run_id, plugins)
     settings = Settings.model_validate(data)
     create_topics(settings.kafka, topics.all())
-    ctx.say(f"  naive: producing a backlog of {len(records)} events")
+    ctx.say(f"  {stage}: producing a backlog of {len(records)} events")
     preproduce(settings, records, topics.inputs)
-    app = ChildProcess("streamproc.bench.naive", data, ctx.workdir, f"naive-{run_id}")
+    app = ChildProcess(f"streamproc.bench.{stage}", data, ctx.workdir, f"{stage}-{run_id}")
     try:
-        return asyncio.run(_naive(ctx, app, settings.kafka, topics, records, cap_s))
+        return asyncio.run(_baseline(ctx, stage, app, settings.kafka, topics, records, cap_s))
     finally:
         app.stop()
-        ctx.sampler.watch("naive", None)
+        ctx.sampler.watch(stage, None)
 
 
-async def _naive(
+async def _baseline(
     ctx: RunContext,
+    stage: str,
     app: ChildProcess,
     kafka: KafkaSettings,
     topics: RunTopics,
@@ -481,14 +501,14 @@ async def _naive(
     expected = {r.event_id: r.results for r in records if r.results > 0}
     reader = await ResultReader(kafka, topics.outputs, None, []).start()
     app.start()
-    ctx.sampler.watch("naive", app.pid)
+    ctx.sampler.watch(stage, app.pid)
     try:
         deadline = time.time() + READY_TIMEOUT_S
         while not reader.kafka_seen:
             if not app.alive():
-                raise RuntimeError(f"naive baseline exited:\n{app.log_tail()}")
+                raise RuntimeError(f"{stage} baseline exited:\n{app.log_tail()}")
             if time.time() > deadline:
-                raise RuntimeError(f"naive baseline published nothing within {READY_TIMEOUT_S:.0f} s")
+                raise RuntimeError(f"{stage} baseline published nothing within {READY_TIMEOUT_S:.0f} s")
             await asyncio.sleep(0.1)
         first = time.time()
         census = ProcessCensus()
@@ -498,7 +518,7 @@ async def _naive(
             if done >= len(expected):
                 break
             if time.time() - last_said > 5:
-                ctx.say(f"  naive: {done}/{len(expected)} events done")
+                ctx.say(f"  {stage}: {done}/{len(expected)} events done")
                 last_said = time.time()
             await asyncio.sleep(0.25)
         completions = sorted(reader.completions(expected).values())
@@ -513,11 +533,11 @@ async def _naive(
             "events_per_s": round(rate, 2) if rate else None,
             "rate_basis": "first to last event complete (output topic)",
             "steady_events_per_s": round(steady, 2) if steady else None,
-            "cpu_cores": _cpu(ctx, window[0], window[1], ["naive", "kafka", "redis", "bench"]),
+            "cpu_cores": _cpu(ctx, window[0], window[1], [stage, "kafka", "redis", "bench"]),
             "other_processes": ctx.others(census, app),
             "peak_rss_mb": round(peak_rss_mb(app.pid) or 0.0, 1),
         }
-        ctx.say(f"  naive: {out['events_per_s']} events/s ({len(completions)}/{len(expected)} events)")
+        ctx.say(f"  {stage}: {out['events_per_s']} events/s ({len(completions)}/{len(expected)} events)")
         return out
     finally:
         await reader.stop()

@@ -117,12 +117,16 @@ class CpuSampler:
     """Samples cumulative CPU seconds of named pids and of the machine (``machine``) every ``interval_s``.
 
     ``usage(t0, t1)`` gives cores per name over a window (``time.time`` seconds),
-    plus ``other``: machine CPU not charged to any named process.
+    plus ``other``: machine CPU not charged to any named process. A thread watched with
+    ``watch_thread`` (a worker's event-loop thread) is a part of its process: reported,
+    not charged a second time.
     """
 
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
         self._pids: dict[str, psutil.Process] = {}
+        self._threads: dict[str, tuple[psutil.Process, int]] = {}
+        self._parts: set[str] = set()  # names of thread series: never charged as processes
         self._series: dict[str, _Series] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -138,6 +142,20 @@ class CpuSampler:
                 self._pids[name] = psutil.Process(pid)
             except psutil.Error:
                 return
+            self._series[name] = _Series()
+        self.sample()
+
+    def watch_thread(self, name: str, pid: int | None, tid: int | None = None) -> None:
+        """Charge thread ``tid`` of ``pid`` (default: its main thread) to ``name`` (``None``: forget)."""
+        with self._lock:
+            if pid is None:
+                self._threads.pop(name, None)
+                return
+            try:
+                self._threads[name] = (psutil.Process(pid), tid or pid)
+            except psutil.Error:
+                return
+            self._parts.add(name)
             self._series[name] = _Series()
         self.sample()
 
@@ -165,6 +183,15 @@ class CpuSampler:
                     self._append(name, now, cpu.user + cpu.system)
                 except psutil.Error:
                     del self._pids[name]
+            for name, (proc, tid) in list(self._threads.items()):
+                try:
+                    thread = next((t for t in proc.threads() if t.id == tid), None)
+                except psutil.Error:
+                    thread = None
+                if thread is None:
+                    del self._threads[name]
+                    continue
+                self._append(name, now, thread.user_time + thread.system_time)
 
     def _append(self, name: str, now: float, value: float) -> None:
         series = self._series.setdefault(name, _Series())
@@ -186,7 +213,7 @@ class CpuSampler:
                 if start is not None and end is not None:
                     out[name] = round((end - start) / span, 3)
         if "machine" in out:
-            charged = sum(v for k, v in out.items() if k != "machine")
+            charged = sum(v for k, v in out.items() if k != "machine" and k not in self._parts)
             out["other"] = round(max(0.0, out["machine"] - charged), 3)
         return out
 

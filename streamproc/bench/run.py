@@ -1,4 +1,4 @@
-"""``streamproc bench``: limits, the pipeline and a naive baseline, side by side in one run.
+"""``streamproc bench``: limits, the pipeline and two baselines, side by side in one run.
 
 For each plugin under test, and for all of them together (the mixed workload), on one
 machine, one stage after the other so that stages never compete:
@@ -6,19 +6,27 @@ machine, one stage after the other so that stages never compete:
 1. compute limit: offline batched inference at the best of a sweep of batch sizes, in a
    fresh process per plugin (which also gives its memory after load and after a warm-up
    batch); it picks the workload, real demo events that carry work for the plugin
-   (``streamproc.bench.compute``);
+   (``streamproc.bench.compute``). Then the *fair* limit: the best of {1, N} torch
+   threads x {1, N} processes at those batch sizes, every process computing at once
+   (``_fair_limit``): what the hardware allows however the work is spread, which the
+   targets compare the pipeline with;
 2. transport limit: raw Kafka consume -> produce of the same messages, no model
    (``streamproc.bench.kafka``);
 3. the pipeline: ``streamproc worker`` end to end, maximum throughput on a backlog, then
    latency at 50% and 90% of that maximum (``streamproc.bench.pipeline``);
-4. the naive baseline: a plain Faust agent, one event at a time (``streamproc.bench.naive``).
+4. the baselines: a naive Faust agent, one event at a time (``streamproc.bench.naive``),
+   and a competent one, batches with ``stream.take()`` (``streamproc.bench.competent``).
+
+Every stage records its ``load``: the CPU of processes that are none of the benchmark's,
+in the seconds before the stage and during it; above ``--max-other-cores`` the stage is
+invalid and the targets that use it say INVALID instead of PASS or MISS.
 
 Sizes follow the measured compute limit (a throughput run lasts about ``run_s``
-seconds, within ``--events``). CPU of the worker, Kafka, Redis and the benchmark itself
-is charged from a sampler; peak memory is the kernel's high-water mark. Results go to
-``<out>/bench.json`` and ``latencies.json``, plots to ``throughput.png`` and
-``latency_cdf.png``; targets (``streamproc.bench.report``) are printed with PASS/MISS.
-Progress goes to stderr.
+seconds, within ``--events``). CPU of the worker (and of its event-loop thread), Kafka,
+Redis and the benchmark itself is charged from a sampler; peak memory is the kernel's
+high-water mark. Results go to ``<out>/bench.json`` and ``latencies.json``, plots to
+``throughput.png`` and ``latency_cdf.png``; targets (``streamproc.bench.report``) are
+printed with PASS/MISS/INVALID. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from streamproc.bench.kafka import create_topics, preproduce, transport_limit
-from streamproc.bench.pipeline import RunContext, measure_naive, measure_pipeline, new_run_id, run_settings
+from streamproc.bench.pipeline import RunContext, measure_baseline, measure_pipeline, new_run_id, run_settings
 from streamproc.bench.process import ChildProcess, CpuSampler, listener_pid, load_average, machine_state
 from streamproc.bench.report import evaluate_targets, summary_text, write_plots
 from streamproc.bench.workload import WorkloadRecord, read_workload
@@ -46,6 +54,8 @@ from streamproc.config import KafkaSettings, RedisSettings, Settings
 
 MIXED = "mixed"
 COMPUTE_TIMEOUT_S = 900.0
+LOAD_WINDOW_S = 3.0
+"""Seconds of machine CPU looked at before each stage (the machine must be quiet then too)."""
 TRANSPORT_MAX_BYTES = 256 * 1024 * 1024
 
 
@@ -70,6 +80,8 @@ class BenchOptions:
     warmup_s: float = 2.0
     loads: tuple[float, ...] = (0.5, 0.9)
     seed: int = 7
+    fair_budget_s: float = 3.0
+    max_other_cores: float = 0.25
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchOptions:
@@ -79,7 +91,7 @@ class BenchOptions:
         if args.quick:
             options.events, options.duration_s, options.run_s = 300, 5.0, 3.0
             options.sweep_budget_s, options.naive_s, options.transport_min_events = 0.3, 4.0, 300
-            options.min_events, options.warmup_s = 20, 0.5
+            options.min_events, options.warmup_s, options.fair_budget_s = 20, 0.5, 0.5
         if args.events is not None:
             options.events = args.events
             options.transport_min_events = min(options.transport_min_events, max(args.events, 100))
@@ -90,6 +102,8 @@ class BenchOptions:
         if args.plugins:
             options.plugins = [p.strip() for p in args.plugins.split(",") if p.strip()]
         options.skip = frozenset(args.skip or ())
+        if args.max_other_cores is not None:
+            options.max_other_cores = args.max_other_cores
         return options
 
 
@@ -182,10 +196,14 @@ def run_bench(settings: Settings, options: BenchOptions, bootstrap: str, redis_u
         for name, plugins in workloads:
             report["workloads"][name] = _compute_stage(ctx, options, scratch, name, plugins, None)
         ok = [n for n, _ in workloads if report["workloads"][n]["status"] == "ok"]
+        sizes = {n: report["workloads"][n]["compute"]["best_batch_size"] for n in ok}
         if options.mixed and ok:
-            sizes = {n: report["workloads"][n]["compute"]["best_batch_size"] for n in ok}
             report["workloads"][MIXED] = _compute_stage(ctx, options, scratch, MIXED, ok, sizes)
             workloads.append((MIXED, ok))
+        for name, plugins in workloads:
+            workload = report["workloads"][name]
+            if workload["status"] == "ok" and "fair" not in options.skip:
+                workload["compute"]["fair"] = _fair_limit(ctx, options, scratch, name, plugins, sizes)
         for name, plugins in workloads:
             workload = report["workloads"][name]
             if workload["status"] != "ok":
@@ -236,6 +254,8 @@ def _compute_stage(
     }
     spec_path, result_path = scratch / f"{name}-spec.json", scratch / f"{name}-compute.json"
     spec_path.write_text(json.dumps(spec))
+    before = _other_cores_before(ctx)
+    started = time.time()
     child = ChildProcess("streamproc.bench.compute", data, ctx.workdir, f"compute-{name}").start(
         [str(spec_path), str(result_path)]
     )
@@ -246,6 +266,7 @@ def _compute_stage(
     except subprocess.TimeoutExpired:
         child.stop(5)
     finally:
+        during = ctx.sampler.usage(started, time.time(), ["compute", "kafka", "redis", "bench"]).get("other")
         ctx.sampler.watch("compute", None)
     workload: dict[str, Any] = {"kind": kind, "plugins": plugins}
     if not result_path.exists():
@@ -253,6 +274,7 @@ def _compute_stage(
         return workload
     compute = json.loads(result_path.read_text())
     workload["compute"] = compute
+    compute["load"] = load_verdict(before, during, options.max_other_cores)
     if compute.get("error"):
         workload["status"] = f"skipped: {compute['error']}"
         _say(f"[{name}] skipped: {compute['error']}")
@@ -263,6 +285,131 @@ def _compute_stage(
     return workload
 
 
+def fair_configurations(cores: int) -> list[tuple[int, int]]:
+    """(torch threads, processes) pairs of the fair compute limit: {1, cores} x {1, cores}."""
+    counts = sorted({1, max(1, cores)})
+    return [(threads, processes) for threads in counts for processes in counts]
+
+
+def _fair_limit(
+    ctx: RunContext,
+    options: BenchOptions,
+    scratch: Path,
+    name: str,
+    plugins: list[str],
+    sizes: dict[str, int],
+) -> dict[str, Any]:
+    """The compute limit the hardware allows however the work is spread: the best of
+    {1, N} torch threads x {1, N} processes (N: the cores available), each configuration
+    measured with every process computing at once (``compute._measure_rate``), at the
+    batch sizes the sweep chose. The worker's own configuration is one of them."""
+    from streamproc.engine.runtime import available_cores
+
+    configs = []
+    for threads, processes in fair_configurations(available_cores()):
+        _say(f"[{name}] fair compute limit: {threads} torch thread(s) x {processes} process(es) ...")
+        configs.append(_rate_config(ctx, options, scratch, name, plugins, sizes, threads, processes))
+    measured = [c for c in configs if c.get("events_per_s")]
+    best = max(measured, key=lambda c: c["events_per_s"], default=None)
+    if best is not None:
+        _say(f"[{name}] fair compute limit {best['events_per_s']} events/s ({best['threads']} x {best['processes']})")
+    return {
+        "configurations": configs,
+        "events_per_s": best["events_per_s"] if best else None,
+        "best": {"threads": best["threads"], "processes": best["processes"]} if best else None,
+        "load": _worst_load([c["load"] for c in configs], options.max_other_cores),
+    }
+
+
+def _rate_config(
+    ctx: RunContext,
+    options: BenchOptions,
+    scratch: Path,
+    name: str,
+    plugins: list[str],
+    sizes: dict[str, int],
+    threads: int,
+    processes: int,
+) -> dict[str, Any]:
+    """``processes`` compute processes of ``threads`` torch threads each, timed together."""
+    data, _ = run_settings(ctx, new_run_id(f"rate{name}"), plugins)
+    barrier = Path(tempfile.mkdtemp(prefix=f"barrier-{name}-", dir=scratch))
+    children: list[tuple[ChildProcess, Path]] = []
+    before = _other_cores_before(ctx)
+    for index in range(processes):
+        spec = {
+            "mode": "rate",
+            "plugins": plugins,
+            "threads": threads,
+            "index": index,
+            "seed": options.seed,
+            "items": max(64, 4 * max(sizes.get(p, 1) for p in plugins)),
+            "batch_sizes": sizes,
+            "budget_s": options.fair_budget_s,
+            "barrier": str(barrier),
+        }
+        spec_path, result_path = barrier / f"spec-{index}.json", barrier / f"result-{index}.json"
+        spec_path.write_text(json.dumps(spec))
+        label = f"rate-{name}-{threads}x{processes}-{index}"
+        child = ChildProcess("streamproc.bench.compute", data, ctx.workdir, label)
+        children.append((child.start([str(spec_path), str(result_path)]), result_path))
+        ctx.sampler.watch(f"compute{index}", child.pid)
+    names = ["kafka", "redis", "bench", *(f"compute{i}" for i in range(processes))]
+    deadline = time.time() + COMPUTE_TIMEOUT_S
+    while len(list(barrier.glob("ready-*"))) < processes and time.time() < deadline:
+        if any(child.proc is not None and child.proc.poll() is not None for child, _ in children):
+            break
+        time.sleep(0.05)
+    (barrier / "go").touch()
+    opened = time.time()
+    for child, _ in children:
+        try:
+            assert child.proc is not None
+            child.proc.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            child.stop(5)
+    during = ctx.sampler.usage(opened, time.time(), names).get("other")
+    for index in range(processes):
+        ctx.sampler.watch(f"compute{index}", None)
+    results = [json.loads(path.read_text()) if path.exists() else {"error": "wrote nothing"} for _, path in children]
+    errors = [r["error"] for r in results if r.get("error")]
+    config: dict[str, Any] = {
+        "threads": threads,
+        "processes": processes,
+        "each_events_per_s": [r.get("events_per_s") for r in results],
+        "load": load_verdict(before, during, options.max_other_cores),
+    }
+    if errors:
+        config["error"] = "; ".join(errors)
+    else:
+        config["events_per_s"] = round(sum(r["events_per_s"] for r in results), 2)
+    return config
+
+
+def _other_cores_before(ctx: RunContext) -> float | None:
+    """Cores the machine's other processes used in the last few seconds, before a stage."""
+    now = time.time()
+    return ctx.sampler.usage(now - LOAD_WINDOW_S, now, ["kafka", "redis", "bench"]).get("other")
+
+
+def load_verdict(before: float | None, during: float | None, threshold: float) -> dict[str, Any]:
+    """Whether a stage ran on a quiet enough machine: the CPU of processes that are none of
+    the benchmark's, before and during the stage, both at most ``threshold`` cores."""
+    worst = max((v for v in (before, during) if v is not None), default=None)
+    return {
+        "other_cores_before": before,
+        "other_cores_during": during,
+        "max_other_cores": threshold,
+        "valid": worst is None or worst <= threshold,
+    }
+
+
+def _worst_load(loads: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    befores = [x["other_cores_before"] for x in loads if x["other_cores_before"] is not None]
+    durings = [x["other_cores_during"] for x in loads if x["other_cores_during"] is not None]
+    return load_verdict(max(befores, default=None), max(durings, default=None), threshold)
+
+
 def _kafka_stages(
     ctx: RunContext,
     options: BenchOptions,
@@ -271,15 +418,19 @@ def _kafka_stages(
     records: list[WorkloadRecord],
     workload: dict[str, Any],
 ) -> None:
+    """Transport, pipeline and the two baselines, each with its load verdict."""
     if "transport" not in options.skip:
         _say(f"[{name}] transport limit ...")
+        before = _other_cores_before(ctx)
         try:
             workload["transport"] = _transport(ctx, options, name, records)
             _say(f"[{name}] transport {workload['transport'].get('events_per_s')} events/s")
         except Exception as exc:
             workload["transport"] = {"error": f"{type(exc).__name__}: {exc}"}
             _say(f"[{name}] transport failed: {exc}")
+        _judge(workload["transport"], before, options)
     _say(f"[{name}] pipeline ({len(records)} events, {options.workers} worker process(es)) ...")
+    before = _other_cores_before(ctx)
     try:
         workload["pipeline"] = measure_pipeline(
             ctx, name, plugins, records, options.loads, options.duration_s, options.warmup_s, options.workers
@@ -287,17 +438,34 @@ def _kafka_stages(
     except Exception as exc:
         workload["pipeline"] = {"error": f"{type(exc).__name__}: {exc}"}
         _say(f"[{name}] pipeline failed: {exc}")
-    if "naive" in options.skip:
-        return
+    pipeline = workload["pipeline"]
+    for section in [pipeline.get("max") or {}, *(pipeline.get("latency") or {}).values()]:
+        _judge(section, before, options)
     compute = workload["compute"]
     estimate = float(compute.get("batch1_events_per_s") or compute.get("events_per_s") or 1.0)
-    count = int(min(len(records), max(options.min_events, estimate * options.naive_s)))
-    _say(f"[{name}] naive baseline ({count} events) ...")
-    try:
-        workload["naive"] = measure_naive(ctx, name, plugins, records[:count], cap_s=2 * options.naive_s + 10)
-    except Exception as exc:
-        workload["naive"] = {"error": f"{type(exc).__name__}: {exc}"}
-        _say(f"[{name}] naive failed: {exc}")
+    for stage in ("naive", "competent"):
+        if stage in options.skip:
+            continue
+        rate = estimate if stage == "naive" else float(compute.get("events_per_s") or estimate)
+        count = int(min(len(records), max(options.min_events, rate * options.naive_s)))
+        _say(f"[{name}] {stage} baseline ({count} events) ...")
+        before = _other_cores_before(ctx)
+        try:
+            workload[stage] = measure_baseline(
+                ctx, stage, name, plugins, records[:count], cap_s=2 * options.naive_s + 10
+            )
+        except Exception as exc:
+            workload[stage] = {"error": f"{type(exc).__name__}: {exc}"}
+            _say(f"[{name}] {stage} failed: {exc}")
+        _judge(workload[stage], before, options)
+
+
+def _judge(section: dict[str, Any], before: float | None, options: BenchOptions) -> None:
+    """Record the load verdict of a Kafka stage from its own CPU accounting."""
+    during = (section.get("cpu_cores") or {}).get("other")
+    section["load"] = load_verdict(before, during, options.max_other_cores)
+    if not section["load"]["valid"]:
+        _say(f"  INVALID: other processes used {during} cores during, {before} before (max {options.max_other_cores})")
 
 
 def _transport(ctx: RunContext, options: BenchOptions, name: str, records: list[WorkloadRecord]) -> dict[str, Any]:

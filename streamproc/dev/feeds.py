@@ -77,9 +77,9 @@ def compact(value: Any, image_dir: Path | None = None) -> Any:
     """``value`` with images replaced by their format, size and saved path (under
     ``image_dir``, default ``$STREAMPROC_CACHE/images``), and other strings over
     ``MAX_SHOWN_STRING`` characters by their length."""
-    if isinstance(value, str) and len(value) > MAX_SHOWN_STRING:
+    if isinstance(value, str):
         image = _save_image(value, image_dir or cache_dir() / "images")
-        return image or f"<{len(value)} chars>"
+        return image or (f"<{len(value)} chars>" if len(value) > MAX_SHOWN_STRING else value)
     if isinstance(value, list):
         return [compact(v, image_dir) for v in value[:5]] + (["..."] if len(value) > 5 else [])
     if isinstance(value, dict):

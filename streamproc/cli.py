@@ -186,12 +186,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     preflight.check_redis(settings)
     from streamproc.worker import StreamprocWorker  # Faust: seconds to import, after the quick checks
 
-    runtimes, reports = _load_plugins(settings, load_models=True)
+    # With model processes only stateful plugins are loaded here (their update_state runs
+    # in this process); every model is loaded in its model processes.
+    runtimes, reports = _load_plugins(settings, load_models=True, stateless_models=settings.model_processes == 0)
     StreamprocWorker(settings, runtimes, load_failures=sum(1 for r in reports if r.error)).run()
     return 0
 
 
-def _load_plugins(settings: Settings, load_models: bool) -> tuple[dict, list]:
+def _load_plugins(settings: Settings, load_models: bool, stateless_models: bool = True) -> tuple[dict, list]:
     """``registry.load_plugins``, saying on stderr what it loads and how long it took
     (loading models takes seconds; a silent terminal looks hung)."""
     from streamproc import preflight
@@ -203,7 +205,7 @@ def _load_plugins(settings: Settings, load_models: bool) -> tuple[dict, list]:
         return load_plugins(settings, load_models=False)
     print(f"streamproc: loading plugins on {settings.device} device ...", file=sys.stderr, flush=True)
     started = time.monotonic()
-    runtimes, reports = load_plugins(settings)
+    runtimes, reports = load_plugins(settings, stateless_models=stateless_models)
     names = ", ".join(sorted(runtimes)) or "none"
     print(f"streamproc: loaded {names} in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     return runtimes, reports

@@ -188,6 +188,13 @@ class Settings(_Section):
     cpu_threads: int = Field(
         0, ge=0, description="torch threads per plugin thread on CPU (0: cores - 1 shared by the enabled plugins, 1-8)"
     )
+    model_processes: int = Field(
+        0,
+        ge=0,
+        description="0: each plugin computes on a thread of the worker process; N: in N model processes of its own, "
+        "off the event loop's GIL (docs/architecture.md, 'Model processes')",
+    )
+    model_threads: int = Field(1, ge=1, le=64, description="torch threads of each model process (model_processes > 0)")
     max_in_flight: int = Field(1024, ge=1, description="events accepted but not yet published, across partitions")
     infer_retries: int = Field(1, ge=0, description="one-by-one retries of items of a failed batch")
     infer_timeout_s: float = Field(60.0, gt=0, description="a batch taking longer fails (hung plugin)")

@@ -118,8 +118,18 @@ def load_plugin(name: str, options: Mapping[str, Any] | None = None, device: str
     raise PluginLoadError(f"no plugin {name!r} in the {ENTRY_POINT_GROUP!r} entry-point group")
 
 
-def load_plugins(settings: Settings, load_models: bool = True) -> tuple[dict[str, PluginRuntime], list[PluginReport]]:
-    """Discover, configure and (optionally) load every enabled plugin.
+def is_stateful(cls: type[Plugin]) -> bool:
+    """Whether the plugin keeps keyed state (defines ``state_key``): the engine applies its
+    ``update_state`` in the worker process, so it is loaded there even with model processes."""
+    return cls.state_key is not Plugin.state_key
+
+
+def load_plugins(
+    settings: Settings, load_models: bool = True, stateless_models: bool = True
+) -> tuple[dict[str, PluginRuntime], list[PluginReport]]:
+    """Discover, configure and (optionally) load every enabled plugin; with
+    ``stateless_models`` False only stateful plugins are loaded (the others' models live
+    in model processes).
 
     A plugin that fails to import, validate its options or load, and a name in
     ``enabled_plugins`` that no installed distribution provides, is reported and left
@@ -162,7 +172,7 @@ def load_plugins(settings: Settings, load_models: bool = True) -> tuple[dict[str
             options,
             settings.limits.max_result_bytes,
         )
-        if load_models and error is None:
+        if load_models and (stateless_models or is_stateful(found.cls)) and error is None:
             try:
                 runtime.load()
             except Exception as exc:  # third-party load code: report, go on

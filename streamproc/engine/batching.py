@@ -8,6 +8,10 @@ flowing while the model computes, and the next batch fills while this one runs. 
 the consumer through the in-flight bound), nothing is dropped. A batch that exceeds the
 timeout fails its items (stage ``timeout``); the stuck thread is abandoned and a fresh
 one serves the next batch.
+
+With a ``ModelProcessPool`` the batches run in the plugin's model processes instead, up
+to one per process at a time; the pool bounds each batch's time itself (a hung process
+is killed and restarted).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from streamproc.engine.model_process import ModelProcessPool
 from streamproc.engine.runtime import BatchStats, Failure, Outcome, PluginRuntime
 from streamproc.events import Event
 
@@ -29,19 +34,28 @@ BatchObserver = Callable[[PluginRuntime, BatchStats], None]
 class MicroBatcher:
     """Queue, batch and run one plugin's items off the event loop."""
 
-    def __init__(self, runtime: PluginRuntime, timeout_s: float, observe: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        runtime: PluginRuntime,
+        timeout_s: float,
+        observe: BatchObserver | None = None,
+        pool: ModelProcessPool | None = None,
+    ) -> None:
         self.runtime = runtime
         self.policy = runtime.policy
         self.timeout_s = timeout_s
+        self.pool = pool
         self._observe = observe
         self._queue: asyncio.Queue[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]] = asyncio.Queue(
             maxsize=self.policy.max_queue
         )
+        self._concurrency = pool.size if pool is not None else 1
         self._executor = self._new_executor()
         self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     def _new_executor(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plugin-{self.runtime.name}")
+        return ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix=f"plugin-{self.runtime.name}")
 
     @property
     def depth(self) -> int:
@@ -53,10 +67,11 @@ class MicroBatcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.runtime.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, event: Event, state: Mapping[str, Any] | None) -> Outcome:
@@ -67,7 +82,9 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self._concurrency)
         while True:
+            await slots.acquire()  # a free slot first: the batch fills while the others run
             batch = [await self._queue.get()]
             deadline = loop.time() + self.policy.max_wait_ms / 1000.0
             while len(batch) < self.policy.max_batch_size:
@@ -81,15 +98,28 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
+            task = loop.create_task(self._execute_in_slot(batch, slots))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _execute_in_slot(
+        self, batch: list[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]], slots: asyncio.Semaphore
+    ) -> None:
+        try:
             await self._execute(batch)
+        finally:
+            slots.release()
 
     async def _execute(self, batch: list[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]]) -> None:
         items = [(event, state) for event, state, _ in batch]
         loop = asyncio.get_running_loop()
         try:
-            outcomes, stats = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, self.runtime.run_batch, items), self.timeout_s
-            )
+            if self.pool is not None:
+                outcomes, stats = await loop.run_in_executor(self._executor, self.pool.run_batch, items)
+            else:
+                outcomes, stats = await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, self.runtime.run_batch, items), self.timeout_s
+                )
         except TimeoutError:
             log.error(
                 "plugin %s: batch of %d exceeded %.1f s; abandoning its thread",

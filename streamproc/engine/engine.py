@@ -21,6 +21,7 @@ from typing import Any
 from streamproc.config import Settings
 from streamproc.engine.batching import MicroBatcher
 from streamproc.engine.delivery import OrderedPublisher, PendingRecord, Publication
+from streamproc.engine.model_process import ModelProcessPool
 from streamproc.engine.routing import MAX_CHAIN_DEPTH, Router
 from streamproc.engine.runtime import BatchStats, PluginRuntime
 from streamproc.engine.sinks import KafkaSink, RedisSink
@@ -54,8 +55,21 @@ class Engine:
         self.state = state
         self.metrics = metrics
         self.limits = settings.limits.payload_limits()
+        self.pools = {
+            name: ModelProcessPool(
+                settings,
+                name,
+                settings.model_processes,
+                settings.model_threads,
+                settings.infer_timeout_s,
+                lambda reason, name=name: metrics.model_process_restarts.labels(name, reason).inc(),
+            )
+            for name in runtimes
+            if settings.model_processes > 0
+        }
         self.batchers = {
-            name: MicroBatcher(rt, settings.infer_timeout_s, self._observe_batch) for name, rt in runtimes.items()
+            name: MicroBatcher(rt, settings.infer_timeout_s, self._observe_batch, self.pools.get(name))
+            for name, rt in runtimes.items()
         }
         self.publisher = OrderedPublisher(
             redis_sink,
@@ -73,7 +87,19 @@ class Engine:
         self.totals: Counter[str] = Counter()  # consumed, invalid, results, dead letters: for progress logs
 
     async def start(self) -> None:
+        """Start the Kafka producer and, with ``model_processes``, every plugin's model
+        processes (loading them takes seconds: off the event loop, all plugins at once)."""
         await self.kafka_sink.start()
+        if self.pools:
+            started = time.monotonic()
+            await asyncio.gather(*(asyncio.to_thread(pool.start) for pool in self.pools.values()))
+            for name, pool in self.pools.items():
+                self.runtimes[name].plugin.model_version = pool.model_version
+            log.info(
+                "%d model process(es) per plugin loaded in %.1f s",
+                self.settings.model_processes,
+                time.monotonic() - started,
+            )
         for batcher in self.batchers.values():
             batcher.start()
         for runtime in self.runtimes.values():
@@ -94,6 +120,8 @@ class Engine:
         await self.publisher.stop()
         for batcher in self.batchers.values():
             await batcher.stop()
+        for pool in self.pools.values():
+            await asyncio.to_thread(pool.stop)
         await self.kafka_sink.stop()
 
     async def accept(self, source: SourceRecord, ack: Callable[[], object]) -> None:

@@ -92,6 +92,12 @@ class Metrics:
             ["plugin", "version", "device", "dtype"],
             registry=r,
         )
+        self.model_process_restarts = Counter(
+            "streamproc_model_process_restarts_total",
+            "Model processes restarted, by plugin and reason (timeout: a hung batch; died: it exited)",
+            ["plugin", "reason"],
+            registry=r,
+        )
         self.plugin_load_failures = Gauge(
             "streamproc_plugin_load_failures", "Plugins that failed to load at start", registry=r
         )
@@ -122,6 +128,7 @@ METRIC_NAMES = (
     "streamproc_end_to_end_latency_seconds",
     "streamproc_queue_depth",
     "streamproc_in_flight_events",
+    "streamproc_model_process_restarts_total",
     "streamproc_publish_seconds",
     "streamproc_sink_failures_total",
     "streamproc_consumer_lag",

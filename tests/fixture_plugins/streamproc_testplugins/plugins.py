@@ -4,7 +4,8 @@
 - ``shout``: consumes ``echo`` results -> the echoed type in upper case (chaining).
 - ``counter``: keyed state per user: how many playback events the user had (replays must
   not count twice).
-- ``flaky``: uploads; refuses a title ``refuse`` in prepare, raises in infer on ``boom``.
+- ``flaky``: uploads; refuses a title ``refuse`` in prepare, raises in infer on ``boom``,
+  and exits its process in infer on the title ``options.crash_on`` (model processes only).
 - ``slow``: audio; sleeps ``options.delay_s`` per batch (backpressure, SIGTERM drain), and
   ``options.hang_s`` more when the batch holds an event whose id starts with ``hang`` (a
   plugin that hangs, for the engine's timeout).
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -94,6 +96,9 @@ class Flaky(_Base):
     def infer(self, batch: Sequence[Any]) -> Sequence[Any]:
         if any(x["title"] == "boom" for x in batch):
             raise RuntimeError("boom: the flaky test plugin failed")
+        crash_on = self.context.options.get("crash_on")
+        if crash_on and any(x["title"] == crash_on for x in batch):
+            os._exit(70)  # a native crash: only ever configured for model processes
         return super().infer(batch)
 
     def result(self, event: Event, output: Any) -> Mapping[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import faust
 import torch
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streamproc.config import Settings
 from streamproc.engine.engine import Engine
@@ -29,7 +30,7 @@ from streamproc.engine.keys import RedisKeys
 from streamproc.engine.runtime import PluginRuntime
 from streamproc.engine.sinks import KafkaSink, RedisSink, redis_client
 from streamproc.engine.state import KeyedStateStore
-from streamproc.kafka_clients import ensure_topics, faust_credentials
+from streamproc.kafka_clients import aiokafka_options, ensure_topics, faust_credentials
 from streamproc.ops.health import HealthServer
 from streamproc.ops.metrics import Metrics
 from streamproc.records import SourceRecord
@@ -71,6 +72,8 @@ class StreamprocWorker:
         self._engine_started = asyncio.Event()
         self._assigned = False
         self._lag_total = 0
+        self._admin: AIOKafkaAdminClient | None = None
+        self.group_id = settings.kafka.consumer_group or settings.app_id
 
     def topics(self) -> list[str]:
         """Every topic the worker reads or writes."""
@@ -160,24 +163,30 @@ class StreamprocWorker:
             # Faust already waited for every delivered record to be acked; keys may move now.
             self.engine.state.forget_clean()
             for tp in revoked:
-                with contextlib.suppress(KeyError):  # no lag recorded for it yet
-                    self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+                for gauge in (self.metrics.consumer_lag, self.metrics.committed_lag):
+                    with contextlib.suppress(KeyError):  # no lag recorded for it yet
+                        gauge.remove(tp.topic, str(tp.partition))
 
         @app.on_before_shutdown.connect
         async def on_shutdown(app: faust.App, **_: object) -> None:
             await self.engine.stop()
             await self.health.stop()
             await self.redis.aclose()
+            if self._admin is not None:
+                await self._admin.close()
 
         return app
 
     async def _update_lag(self) -> None:
+        """Consumer lag (high watermark - position) and committed lag (high watermark - the
+        group's committed offset, read from the broker) of every assigned partition."""
         consumer = self.app.consumer
         try:
             assignment = consumer.assignment()
         except Exception:  # consumer not started yet
             return
         lag: dict[object, int] = {}
+        highwaters: dict[tuple[str, int], int] = {}
         for tp in assignment:
             try:
                 highwater = consumer.highwater(tp)
@@ -186,8 +195,29 @@ class StreamprocWorker:
                 continue
             if highwater is not None and position is not None:
                 lag[tp] = max(0, highwater - position)
+                highwaters[(tp.topic, tp.partition)] = highwater
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag[tp])
         self._lag_total = sum(lag.values())
+        await self._update_committed_lag(highwaters)
+
+    async def _update_committed_lag(self, highwaters: dict[tuple[str, int], int]) -> None:
+        """What a restart would replay: a commit that stopped advancing shows here while
+        consumer lag stays small (records taken, never acknowledged)."""
+        if not highwaters:
+            return
+        try:
+            if self._admin is None:
+                self._admin = AIOKafkaAdminClient(**aiokafka_options(self.settings.kafka))
+                await self._admin.start()
+            committed = await self._admin.list_consumer_group_offsets(self.group_id)
+        except Exception as exc:  # the broker is away: the gauge keeps its last value
+            log.debug("reading committed offsets failed: %s", exc)
+            return
+        offsets = {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
+        for (topic, partition), highwater in highwaters.items():
+            offset = offsets.get((topic, partition), -1)
+            behind = highwater if offset < 0 else max(0, highwater - offset)
+            self.metrics.committed_lag.labels(topic, str(partition)).set(behind)
 
     def _publish_readiness(self) -> None:
         self.metrics.up.set(1 if self._ready()[0] else 0)

@@ -86,6 +86,12 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.committed_lag = Gauge(
+            "streamproc_committed_lag",
+            "Records behind the partition's high watermark that the group has not committed (a restart replays them)",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "streamproc_model_info",
             "Loaded plugin model (value 1)",
@@ -128,6 +134,7 @@ METRIC_NAMES = (
     "streamproc_end_to_end_latency_seconds",
     "streamproc_queue_depth",
     "streamproc_in_flight_events",
+    "streamproc_committed_lag",
     "streamproc_model_process_restarts_total",
     "streamproc_publish_seconds",
     "streamproc_sink_failures_total",

@@ -290,3 +290,24 @@ def test_keyed_state_survives_kill_9_and_redelivery_counts_nothing_twice(
         assert state["count"] == per_user, f"user{user}: {state['count']} != {per_user}"
     feed_ids = [r["event_id"] for r in feed(client, prefix, "count")]
     assert len(feed_ids) == len(set(feed_ids)), "a redelivered event added a second feed entry"
+
+
+def test_committed_lag_counts_records_taken_but_not_committed_and_returns_to_zero(
+    endpoints, unique, tmp_path: Path, test_plugins_path: Path
+) -> None:
+    worker = _start(
+        endpoints,
+        unique,
+        tmp_path,
+        test_plugins_path,
+        ["slow"],
+        plugins={"slow": {"options": {"delay_s": 1.0}, "batch": {"max_batch_size": 2}}},
+    )
+    wav = encode_wav(np.zeros(800, np.float32))
+    try:
+        produce(endpoints.kafka_bootstrap, f"{unique}-audio", [audio(f"c{i}", f"a{i}", wav) for i in range(24)])
+        wait_for(lambda: worker.metric("streamproc_committed_lag") > 0, 60, "committed lag to show the backlog")
+        read_topic(endpoints.kafka_bootstrap, f"{unique}-out-slow", 24, timeout_s=120)
+        wait_for(lambda: worker.metric("streamproc_committed_lag") == 0, 60, "committed lag back to zero")
+    finally:
+        worker.terminate()

@@ -56,6 +56,8 @@ class Board:
         part = {"plugin": plugin, "model_version": record.get("model_version"), "result_ts": result_ts}
         part.update(_part(kind, body))
         card = self._card(section, card_id, key, str(record.get("event_id")))
+        if kind == "transcript":
+            card["parts"].update(self._adopt_translation(key, card["event_id"]))
         card["parts"][kind] = part
         if section == "users":
             media = body.get("media")
@@ -135,6 +137,15 @@ class Board:
             media = body.get("media")
             return "users", f"{media}:{key}" if media else key
         return "other", f"{kind}:{key}"
+
+    def _adopt_translation(self, key: str, event_id: str) -> dict[str, Any]:
+        """The translation of a transcript read before the transcript itself (feeds are read
+        side by side), taken off the upload card it was put on for want of an audio card."""
+        stray = self._cards["uploads"].get(key)
+        if stray is None or stray["event_id"] != event_id or set(stray["parts"]) != {"translation"}:
+            return {}
+        del self._cards["uploads"][key]
+        return stray["parts"]
 
     def _card(self, section: str, card_id: str, key: str, event_id: str) -> dict[str, Any]:
         """The card, new when the entity's input changed (a new event id), and touched."""

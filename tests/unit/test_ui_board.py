@@ -41,6 +41,14 @@ def test_a_transcripts_translation_joins_its_audio_card_not_an_upload() -> None:
     assert [(c["section"], sorted(c["parts"])) for c in cards] == [("audio", ["transcript", "translation"])]
 
 
+def test_a_translation_read_before_its_transcript_moves_to_the_audio_card() -> None:
+    board = Board()
+    board.add_result(record("translation", "a1", "ea", {"fields": {"text": "reproducir"}}, "translator"))
+    board.add_result(record("transcript", "a1", "ea", {"text": "play", "rejected": False}, "speech"))
+    cards = board.changes_since(0)["cards"]
+    assert [(c["section"], sorted(c["parts"])) for c in cards] == [("audio", ["transcript", "translation"])]
+
+
 def test_artwork_that_is_not_base64_never_becomes_an_image_source() -> None:
     board = Board()
     board.add_result(record("artwork", "up1", "e1", {"images": ['x" onerror="alert(1)', "iVBORw0KGgo="]}))

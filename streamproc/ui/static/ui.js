@@ -72,12 +72,18 @@ function renderPart(kind, part) {
     [el("h4", { text: kind }), ...render(part), footer(part)]);
 }
 
+function uploadImage(card) {
+  const image = el("img", { class: "upload-image", src: card.media, alt: `upload ${card.key}` });
+  image.addEventListener("error", () => image.replaceWith(el("div", { class: "rejected", text: "the image does not decode" })));
+  return image;
+}
+
 function renderCard(card) {
   const title = {
     uploads: `upload ${card.key}`, audio: `audio ${card.key}`, users: `user ${card.id}`, other: card.id,
   }[card.section];
   const children = [el("h3", { text: title }), el("div", { class: "meta", text: `event ${card.event_id}` })];
-  if (card.media && card.section === "uploads") children.push(el("img", { class: "upload-image", src: card.media, alt: `upload ${card.key}` }));
+  if (card.media && card.section === "uploads") children.push(uploadImage(card));
   if (card.media && card.section === "audio") children.push(el("audio", { controls: "", preload: "none", src: card.media }));
   const kinds = Object.keys(card.parts).sort((a, b) => kindOrder(a) - kindOrder(b) || a.localeCompare(b));
   for (const kind of kinds) children.push(renderPart(kind, card.parts[kind]));

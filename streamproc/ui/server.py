@@ -135,6 +135,9 @@ def _last_event_id(request: web.Request) -> int:
 
 def serve(settings: Settings, bind: str, port: int) -> None:
     """Serve the page until interrupted (``streamproc ui``)."""
+    # The page shows each reader's state and logs it once per change; aiokafka would log
+    # every failed connection attempt of every reader, every few seconds.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     app = web.Application()
     ResultsPage(settings).attach(app)
     redis_url = settings.masked()["redis"]["url"]

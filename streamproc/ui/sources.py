@@ -65,8 +65,21 @@ async def follow_feeds(client: Redis, keys: RedisKeys, board: Board, backlog: in
                 _add_entries(board, entries)
             await _read_histories(client, keys, board)
         except (RedisError, OSError) as exc:
-            board.set_source("redis", f"unreachable ({type(exc).__name__}: {exc}); retrying")
+            _report(board, "redis", f"unreachable ({_why(exc)}); retrying")
             await asyncio.sleep(RETRY_S)
+
+
+def _report(board: Board, source: str, status: str) -> None:
+    """Show a reader's trouble on the page, and log it once per change."""
+    if board.sources.get(source) != status:
+        log.warning("results page: %s: %s", source, status)
+    board.set_source(source, status)
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def _add_entries(board: Board, entries: Any) -> None:
@@ -124,7 +137,7 @@ async def follow_topic(
                     for record in records:
                         handle(board, record)
         except (KafkaError, OSError) as exc:
-            board.set_source(source, f"{topic}: {type(exc).__name__}: {exc}; retrying")
+            _report(board, source, f"{topic}: {_why(exc)}; retrying")
             await asyncio.sleep(RETRY_S)
         finally:
             await consumer.stop()

@@ -93,6 +93,16 @@ class RedisSettings(_Section):
     feed_maxlen: int = Field(10_000, ge=1, description="approximate cap of each result-kind stream")
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long a published event id is remembered")
     state_ttl_s: int = Field(90 * 24 * 3600, ge=1, description="TTL of plugin keyed state")
+    state_recent_ids: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="event ids remembered per state key: a re-published event among them changes nothing (a "
+        "redelivered record is caught by its partition offset however old)",
+    )
+    state_cache_entries: int = Field(
+        100_000, ge=1, description="keyed states cached in memory per worker (none with a write in flight is evicted)"
+    )
 
     @field_validator("url")
     @classmethod

@@ -62,7 +62,9 @@ class StreamprocWorker:
                 redis,
                 RedisKeys(settings.redis.key_prefix),
                 settings.redis.state_ttl_s,
+                cache_size=settings.redis.state_cache_entries,
                 retry_s=settings.publish_retry_s,
+                recent_ids=settings.redis.state_recent_ids,
             ),
             self.metrics,
         )

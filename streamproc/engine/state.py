@@ -10,7 +10,7 @@ Each key is a Redis hash: ``state`` (JSON), ``ids`` (the ids of the last events 
 JSON) and, per source partition, the offset of the last record applied
 (``<topic>:<partition>``). The engine applies ``update_state`` at most once per record
 and per event id: a redelivered record (offset not above the stored one) or a
-re-published event (an id among the last ``RECENT_IDS``) reads the state and changes
+re-published event (an id among the last ``recent_ids``) reads the state and changes
 nothing. Writes are conditional on that offset (a Lua script), so
 a late write can never roll state back. States of owned keys are cached in memory; an
 entry whose write is still in flight is never evicted.
@@ -34,8 +34,6 @@ from streamproc.errors import StateError
 from streamproc.events import Event
 from streamproc.plugin import Plugin
 from streamproc.records import SourceRecord
-
-RECENT_IDS = 64
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +70,17 @@ class KeyedStateStore:
     """Reads, updates and (through the publisher) persists plugin state per key."""
 
     def __init__(
-        self, redis: Redis, keys: RedisKeys, ttl_s: int, cache_size: int = 100_000, retry_s: float = 1.0
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        ttl_s: int,
+        cache_size: int = 100_000,
+        retry_s: float = 1.0,
+        recent_ids: int = 64,
     ) -> None:
+        """``cache_size``: states kept in memory; ``recent_ids``: event ids remembered per key."""
         self.redis = redis
+        self.recent_ids = recent_ids
         self.retry_s = retry_s
         self.keys = keys
         self.ttl_s = ttl_s
@@ -115,7 +121,7 @@ class KeyedStateStore:
         except Exception as exc:  # the plugin's bug: this event fails for this plugin, state unchanged
             raise StateError(f"update_state failed: {type(exc).__name__}: {exc}") from exc
         entry.applied[mark] = source.offset
-        entry.ids = [*entry.ids[-(RECENT_IDS - 1) :], event.id]
+        entry.ids = [*entry.ids[-(self.recent_ids - 1) :], event.id][-self.recent_ids :]
         entry.unwritten += 1
         state_json = json.dumps(entry.state, separators=(",", ":"))
         ids_json = json.dumps(entry.ids, separators=(",", ":"))

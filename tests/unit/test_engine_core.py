@@ -116,8 +116,8 @@ class RecordingKafkaSink:
 class MemoryStateStore(KeyedStateStore):
     """Keyed state starting empty for every key (no Redis read); writes go to the sinks."""
 
-    def __init__(self) -> None:
-        super().__init__(redis=None, keys=RedisKeys("test:"), ttl_s=60)  # type: ignore[arg-type]
+    def __init__(self, recent_ids: int = 64) -> None:
+        super().__init__(redis=None, keys=RedisKeys("test:"), ttl_s=60, recent_ids=recent_ids)  # type: ignore[arg-type]
 
     async def _load(self, redis_key: str) -> _Entry:
         return _Entry(state=None, applied={}, ids=[])
@@ -248,6 +248,25 @@ def test_keyed_state_is_applied_once_per_record_in_input_order() -> None:
     counts = [r.body["count"] for _, r in run.kafka.results]
     assert counts == [1, 2, 3, 3]
     assert [w.offset for w in run.redis.state_writes] == [0, 1, 2]
+
+
+def test_keyed_state_remembers_as_many_event_ids_as_configured() -> None:
+    from streamproc.events import decode_event
+
+    settings = Settings(enabled_plugins=["counter"])
+    counter = load_plugins(settings)[0]["counter"].plugin
+    store = MemoryStateStore(recent_ids=2)
+    limits = settings.limits.payload_limits()
+
+    async def count_after(n: int, offset: int) -> int:
+        state, _ = await store.apply(counter, decode_event(playback(n), limits), record(playback(n), offset))
+        return int(state["count"])
+
+    async def main() -> list[int]:
+        return [await count_after(n, offset) for n, offset in ((0, 0), (1, 1), (2, 2), (2, 3), (0, 4))]
+
+    # evt-2 again (offset 3) is among the 2 remembered ids; evt-0 again (offset 4) is not any more
+    assert asyncio.run(main()) == [1, 2, 3, 3, 4]
 
 
 def test_hostile_records_become_decode_dead_letters_with_their_identity_and_the_partition_goes_on() -> None:

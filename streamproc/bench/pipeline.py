@@ -338,6 +338,12 @@ async def _pipeline(
             "other_processes": ctx.others(census, *group.children),
         }
         out["max"]["loop_ms_per_event"] = _loop_ms_per_event(out["max"]["cpu_cores"], t_done - t_mid, counted)
+        model_rss = {
+            plugin: round(metric_total(final, "streamproc_model_process_resident_bytes", plugin=plugin) / 1e6, 1)
+            for plugin in plugins
+        }
+        if any(model_rss.values()):
+            out["model_process_rss_mb"] = model_rss  # beside the worker's own rss_ready_mb / peak_rss_mb
         await reader.stop()
         ctx.say(
             f"  pipeline max: {out['max']['events_per_s']} events/s ({out['max']['steady_events_per_s']} steady "

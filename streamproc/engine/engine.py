@@ -268,9 +268,11 @@ class Engine:
         )
 
     def update_gauges(self) -> None:
-        """Refresh queue-depth gauges (called periodically)."""
+        """Refresh queue-depth and model-process memory gauges (called periodically)."""
         for name, batcher in self.batchers.items():
             self.metrics.queue_depth.labels(name).set(batcher.depth)
+        for name, pool in self.pools.items():
+            self.metrics.model_process_memory.labels(name).set(sum(pool.rss_bytes()))
 
 
 def _finished(publication: Publication) -> asyncio.Future[Publication]:

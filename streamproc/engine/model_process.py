@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from streamproc.config import Settings
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 Item = tuple[Event, Mapping[str, Any] | None]
 READY_TIMEOUT_S = 600.0
 """How long a model process may take to import and load its plugin."""
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _serve(conn: Connection, settings: Settings, plugin: str, threads: int) -> None:
@@ -193,6 +196,17 @@ class ModelProcessPool:
     def pids(self) -> list[int]:
         with self._lock:
             return [p.pid for p in self._all if p.pid is not None]
+
+    def rss_bytes(self) -> list[int]:
+        """Resident memory of each live model process (Linux ``/proc``; empty elsewhere)."""
+        sizes = []
+        for pid in self.pids():
+            try:
+                pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            sizes.append(pages * PAGE_BYTES)
+        return sizes
 
     def run_batch(self, items: Sequence[Item]) -> tuple[list[Outcome], BatchStats]:
         """Outcomes of ``items`` in order (blocking)."""

@@ -104,6 +104,12 @@ class Metrics:
             ["plugin", "reason"],
             registry=r,
         )
+        self.model_process_memory = Gauge(
+            "streamproc_model_process_resident_bytes",
+            "Resident memory of a plugin's model processes, summed (model_processes > 0)",
+            ["plugin"],
+            registry=r,
+        )
         self.plugin_load_failures = Gauge(
             "streamproc_plugin_load_failures", "Plugins that failed to load at start", registry=r
         )
@@ -136,6 +142,7 @@ METRIC_NAMES = (
     "streamproc_in_flight_events",
     "streamproc_committed_lag",
     "streamproc_model_process_restarts_total",
+    "streamproc_model_process_resident_bytes",
     "streamproc_publish_seconds",
     "streamproc_sink_failures_total",
     "streamproc_consumer_lag",

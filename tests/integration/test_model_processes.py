@@ -6,7 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import WorkerProcess, audio, create_topics, make_settings, playback, produce, read_topic, upload
+from harness import (
+    WorkerProcess,
+    audio,
+    create_topics,
+    make_settings,
+    playback,
+    produce,
+    read_topic,
+    upload,
+    wait_for,
+)
 
 from streamproc.media import encode_wav
 
@@ -29,6 +39,8 @@ def test_model_processes_serve_every_plugin_with_state_refusals_and_failures_as_
         flaky = read_topic(endpoints.kafka_bootstrap, f"{unique}-out-flaky", 8)
         letters = read_topic(endpoints.kafka_bootstrap, f"{unique}-dlq", 2)
         echoes = read_topic(endpoints.kafka_bootstrap, f"{unique}-out-echo", 40)
+        memory = "streamproc_model_process_resident_bytes"
+        wait_for(lambda: worker.metric(memory, plugin="echo") > 10e6, 30, "the echo model processes' memory")
     finally:
         worker.terminate()
     assert {r["event_id"] for r in echoes} == {f"p{i}" for i in range(30)} | {f"u{i}" for i in range(10)}

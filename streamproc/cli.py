@@ -13,6 +13,7 @@ from pathlib import Path
 from streamproc.config import Settings, load_settings
 from streamproc.errors import StreamprocError
 from streamproc.ops.logs import configure_logging
+from streamproc.redis_clients import sync_redis
 
 DESCRIPTION = """Real-time ML event processor: Kafka events through PyTorch plugins to Redis and Kafka.
 
@@ -286,7 +287,7 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
 
     preflight.check_redis(settings)
     reader = FeedReader(
-        preflight.redis_client(settings),
+        sync_redis(settings.redis),
         settings.redis.key_prefix,
         args.kinds or None,
         from_start=args.from_start,
@@ -306,7 +307,7 @@ def _get(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.dev.feeds import compact, latest
 
     preflight.check_redis(settings)
-    record = latest(preflight.redis_client(settings), settings.redis.key_prefix, args.kind, args.key)
+    record = latest(sync_redis(settings.redis), settings.redis.key_prefix, args.kind, args.key)
     if record is None:
         print(f"streamproc: no {args.kind} result for key {args.key!r} (none yet, or expired)", file=sys.stderr)
         return 1

@@ -17,13 +17,10 @@ import logging
 import socket
 from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
 
 from streamproc.config import Settings
 from streamproc.errors import ConfigError, StreamprocError
-
-if TYPE_CHECKING:
-    import redis
+from streamproc.redis_clients import sync_redis
 
 CONNECT_TIMEOUT_S = 3.0
 HINT = "start the local stack with `streamproc stack up`, or set {variable} (docs/configuration.md)"
@@ -90,7 +87,7 @@ def check_redis(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Non
     """Redis answers PING (authenticated with the configured password) within ``timeout_s``."""
     import redis
 
-    client = redis_client(settings, timeout_s)
+    client = sync_redis(settings.redis, timeout_s)
     where = _masked_url(settings)
     try:
         client.ping()
@@ -103,18 +100,6 @@ def check_redis(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Non
         raise Unreachable(f"Redis is not reachable at {where} ({_reason(exc)}): {hint}") from None
     finally:
         client.close()
-
-
-def redis_client(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
-    """A synchronous Redis client for the tools, honouring ``redis.password`` (which
-    overrides a password in the URL) and TLS (``rediss://``), as the worker does."""
-    import redis
-
-    password = settings.redis.password.get_secret_value() if settings.redis.password else None
-    options: dict[str, object] = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
-    if password is not None:
-        options["password"] = password
-    return redis.Redis.from_url(settings.redis.url, **options)
 
 
 def check_plugin_names(settings: Settings) -> None:

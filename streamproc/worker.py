@@ -28,12 +28,13 @@ from streamproc.config import Settings
 from streamproc.engine.engine import Engine
 from streamproc.engine.keys import RedisKeys
 from streamproc.engine.runtime import PluginRuntime
-from streamproc.engine.sinks import KafkaSink, RedisSink, redis_client
+from streamproc.engine.sinks import KafkaSink, RedisSink
 from streamproc.engine.state import KeyedStateStore
 from streamproc.kafka_clients import aiokafka_options, ensure_topics, faust_credentials
 from streamproc.ops.health import HealthServer
 from streamproc.ops.metrics import Metrics
 from streamproc.records import SourceRecord
+from streamproc.redis_clients import async_redis
 from streamproc.registry import build_router
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class StreamprocWorker:
         self.metrics.plugin_load_failures.set(load_failures)
         self.runtimes = runtimes
         self.router = build_router(settings, runtimes)
-        redis = redis_client(settings.redis)
+        redis = async_redis(settings.redis)
         self.engine = Engine(
             settings,
             runtimes,
@@ -69,7 +70,9 @@ class StreamprocWorker:
             self.metrics,
         )
         self.redis = redis
-        self.health = HealthServer(self.metrics, settings.http.bind, settings.http.port, self._ready, self._live)
+        self.health = HealthServer(
+            self.metrics, settings.http.bind, settings.http.port, self._ready, self._live, settings=settings
+        )
         self.app = self._build_app()
         self._engine_started = asyncio.Event()
         self._assigned = False

@@ -49,13 +49,6 @@ return -1
 ID_COLLISION = -1
 
 
-def redis_client(settings: RedisSettings) -> Redis:
-    """A Redis client for the configured URL (``rediss://`` for TLS; AUTH from settings)."""
-    password = settings.password.get_secret_value() if settings.password else None
-    kwargs = {"password": password} if password else {}
-    return Redis.from_url(settings.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, **kwargs)
-
-
 class RedisSink:
     """Writes result records and state changes to Redis in one pipeline per batch.
 

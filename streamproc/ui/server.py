@@ -19,7 +19,7 @@ from aiohttp import web
 
 from streamproc.config import Settings
 from streamproc.engine.keys import RedisKeys
-from streamproc.engine.sinks import redis_client
+from streamproc.redis_clients import async_redis
 from streamproc.ui.board import Board
 from streamproc.ui.sources import dead_letter_handler, follow_feeds, follow_topic, media_handler
 
@@ -58,7 +58,7 @@ class ResultsPage:
 
     async def _start(self, _: web.Application) -> None:
         s = self.settings
-        redis = redis_client(s.redis)
+        redis = async_redis(s.redis)
         readers = [
             follow_feeds(redis, RedisKeys(s.redis.key_prefix), self.board),
             follow_topic(s.kafka, s.kafka.dead_letter_topic, "dead letters", self.board, dead_letter_handler),

@@ -244,7 +244,10 @@ def test_the_worker_serves_the_same_page_on_its_http_port_when_the_setting_is_on
     assert off._page_settings is None, "http.ui is off by default"
 
 
-def test_the_page_screenshot_is_written_for_the_docs(browser: Any, live: Page) -> None:
+def test_the_page_screenshot_is_written_for_the_docs(browser: Any, live: Page, tmp_path: Path) -> None:
+    """Written to docs/ui.png with ``STREAMPROC_UPDATE_DOCS=1`` (else to a temporary folder,
+    so that a test run leaves the clone unchanged)."""
+    screenshot = SCREENSHOT if os.environ.get("STREAMPROC_UPDATE_DOCS") == "1" else tmp_path / "ui.png"
     browser.get(live.url)
     wait_for(lambda: shown(browser, "return document.querySelectorAll('img.artwork').length") > 0, 60, "artwork")
     time.sleep(1.0)  # one more update: figures and images settle
@@ -253,9 +256,9 @@ def test_the_page_screenshot_is_written_for_the_docs(browser: Any, live: Page) -
         height = shown(browser, "return document.documentElement.scrollHeight + (window.outerHeight - innerHeight)")
         browser.set_window_size(window["width"], min(max(height, window["height"]), MAX_SCREENSHOT_HEIGHT))
         time.sleep(0.5)
-    browser.save_screenshot(str(SCREENSHOT))
+    browser.save_screenshot(str(screenshot))
     browser.set_window_size(window["width"], window["height"])
-    with Image.open(SCREENSHOT) as image:
+    with Image.open(screenshot) as image:
         assert image.format == "PNG" and image.width >= 1000 and image.height >= 1000
 
 

@@ -10,9 +10,10 @@ import redis
 
 from streamproc.config import RedisSettings
 from streamproc.engine.keys import RedisKeys
-from streamproc.engine.sinks import RedisSink, redis_client
+from streamproc.engine.sinks import RedisSink
 from streamproc.engine.state import StateWrite
 from streamproc.records import ResultRecord
+from streamproc.redis_clients import async_redis
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ def _calls(client: redis.Redis) -> dict[str, int]:
 
 def _write(url: str, prefix: str, results, writes, before=None) -> list[ResultRecord]:
     async def go() -> list[ResultRecord]:
-        client = redis_client(RedisSettings(url=url, key_prefix=prefix))
+        client = async_redis(RedisSettings(url=url, key_prefix=prefix))
         sink = RedisSink(client, RedisSettings(url=url, key_prefix=prefix))
         try:
             if before is not None:

@@ -293,6 +293,7 @@ async def _pipeline(
     ctx.say(f"  pipeline: producing a backlog of {len(records)} events")
     await asyncio.to_thread(preproduce, settings, records, topics.inputs)
     reader = await ResultReader(settings.kafka, topics.outputs, None, []).start()
+    launched = time.time()
     group.start(ctx.sampler)
     members = range(len(group.members))
     names = ["kafka", "redis", "bench", *(f"worker{i}" for i in members), *(f"loop{i}" for i in members)]
@@ -305,6 +306,7 @@ async def _pipeline(
     try:
         t_before, t_start, first, acked_before = await _wait_consuming(group)
         out["rss_ready_mb"] = round(first, 1)
+        out["cold_start_s"] = round(t_start - launched, 2)  # process start to its first event consumed
         out["start_uncertainty_s"] = round(t_start - t_before, 3)
         census = ProcessCensus()
         profile = None

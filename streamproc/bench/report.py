@@ -274,7 +274,7 @@ def _resource_lines(report: Mapping[str, Any]) -> list[str]:
     """CPU (cores) per process at maximum throughput, and memory (MB) per workload."""
     header = (
         f"{'workload':<12} {'worker':>6} {'kafka':>6} {'redis':>6} {'bench':>6} {'other':>6}   cores at max;"
-        f" {'loaded':>7} {'ready':>7} {'peak':>7}  RSS MB"
+        f" {'loaded':>7} {'ready':>7} {'peak':>7}  RSS MB; {'loop':>6} ms/event; {'start':>5} s"
     )
     lines = ["", header]
     per_plugin = (report.get("memory") or {}).get("per_plugin") or {}
@@ -286,9 +286,11 @@ def _resource_lines(report: Mapping[str, Any]) -> list[str]:
             loaded = ((workload.get("compute") or {}).get("memory") or {}).get("rss_loaded_mb")
         processes = ("worker", "kafka", "redis", "bench", "other")
         cores = " ".join(f"{cpu[k]:>6.2f}" if k in cpu else f"{'n/a':>6}" for k in processes)
+        loop = (pipeline.get("max") or {}).get("loop_ms_per_event")
         lines.append(
             f"{name:<12} {cores}         {_fmt(loaded):>7} {_fmt(pipeline.get('rss_ready_mb')):>7}"
-            f" {_fmt(pipeline.get('peak_rss_mb')):>7}"
+            f" {_fmt(pipeline.get('peak_rss_mb')):>7}          {_fmt(loop):>6}           "
+            f"{_fmt(pipeline.get('cold_start_s')):>5}"
         )
     return lines
 

@@ -19,13 +19,13 @@ entry whose write is still in flight is never evicted.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -116,15 +116,19 @@ class KeyedStateStore:
         mark = f"{source.topic}:{source.partition}"
         if entry.applied.get(mark, -1) >= source.offset or event.id in entry.ids:
             return entry.state, None
-        try:
-            entry.state = dict(plugin.update_state(entry.state, event))
-        except Exception as exc:  # the plugin's bug: this event fails for this plugin, state unchanged
+        try:  # the plugin's bugs fail this event for this plugin and leave the state unchanged
+            state = dict(plugin.update_state(entry.state, event))
+        except Exception as exc:
             raise StateError(f"update_state failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            state_json = orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError as exc:
+            raise StateError(f"update_state returned a state that is not JSON: {exc}") from exc
+        entry.state = state
         entry.applied[mark] = source.offset
         entry.ids = [*entry.ids[-(self.recent_ids - 1) :], event.id][-self.recent_ids :]
         entry.unwritten += 1
-        state_json = json.dumps(entry.state, separators=(",", ":"))
-        ids_json = json.dumps(entry.ids, separators=(",", ":"))
+        ids_json = orjson.dumps(entry.ids).decode()
         return entry.state, StateWrite(redis_key, state_json, ids_json, mark, source.offset)
 
     def written(self, write: StateWrite) -> None:
@@ -150,9 +154,9 @@ class KeyedStateStore:
         state_json = fields.pop("state", None)
         ids_json = fields.pop("ids", None)
         return _Entry(
-            state=json.loads(state_json) if state_json else None,
+            state=orjson.loads(state_json) if state_json else None,
             applied={k: int(v) for k, v in fields.items()},
-            ids=json.loads(ids_json) if ids_json else [],
+            ids=orjson.loads(ids_json) if ids_json else [],
         )
 
     def _remember(self, redis_key: str, entry: _Entry) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,6 +340,33 @@ def test_an_original_too_large_for_its_dead_letter_travels_as_size_hash_and_pref
     assert letter["original_bytes"] == len(huge) and len(letter["original_sha256"]) == 64
     assert base64.b64decode(letter["original"]) == huge[:4096]  # the sink's max_original_bytes
     assert run.acked == ["events:0@0"]
+
+
+class SetState(TensorResult):
+    """Keeps its state in a set: not JSON, a plugin bug that must fail only its own events."""
+
+    name = "setstate"
+    produces = "setstate"
+
+    def state_key(self, event: Event) -> str | None:
+        return event.key
+
+    def update_state(self, state: Mapping[str, Any] | None, event: Event) -> Mapping[str, Any]:
+        return {"seen": {event.id}}
+
+    def result(self, event: Event, output: torch.Tensor) -> dict[str, object]:
+        return {"length": float(output)}
+
+
+def test_a_state_that_is_not_json_is_a_state_dead_letter_of_its_plugin_only() -> None:
+    run = run_engine([record(playback(1), 0), record(playback(2), 1)], ["echo"], extra=[SetState()])
+    assert [(d.stage, d.plugin, d.event_id) for d in run.kafka.dead_letters] == [
+        ("state", "setstate", "evt-1"),
+        ("state", "setstate", "evt-2"),
+    ]
+    assert "not JSON" in run.kafka.dead_letters[0].reason
+    assert [(r.plugin, r.event_id) for _, r in run.kafka.results] == [("echo", "evt-1"), ("echo", "evt-2")]
+    assert run.redis.state_writes == [] and run.acked == ["events:0@0", "events:0@1"]
 
 
 def test_a_record_keyed_unlike_its_event_is_refused_by_a_stateful_plugin_only() -> None:

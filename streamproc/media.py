@@ -34,14 +34,35 @@ def sniff_image_format(data: bytes) -> str:
     raise MediaError(f"image: not a PNG or JPEG (first bytes {head})")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    max_bytes: int | None = None,
+    needed_size: tuple[int, int] | None = None,
+) -> Image.Image:
     """Decode PNG/JPEG bytes of any mode into an 8-bit ``L`` or ``RGB`` image.
 
-    Guards: the format is sniffed first; the pixel count is read from the header and
-    refused above ``max_pixels`` before any pixel is decoded (decompression bombs);
-    truncated or corrupt files raise ``MediaError``. Transparent images are composited
-    on white; 16-bit images are scaled to 8 bits; palettes are expanded.
+    Guards: the encoded size is refused above ``max_bytes`` (when given); the format is
+    sniffed; the pixel count is read from the header and refused above ``max_pixels``
+    before any pixel is decoded (decompression bombs); truncated or corrupt files raise
+    ``MediaError``. Transparent images are composited on white; 16-bit images are
+    scaled to 8 bits; palettes are expanded.
+
+    ``needed_size`` (width, height) is the smallest image the caller needs: the image is
+    reduced by the largest integer factor that keeps both sides at least that big,
+    inside the JPEG decoder (DCT scaling by 1/2, 1/4 or 1/8) and then by box averaging.
+    A caller that needs 28x28 pixels never pays for a full-resolution 4000x4000 image.
+
+    Memory: PNG has no reduced decoding, so its pixels are decoded whole in their own
+    mode (1 byte per pixel for palette and 8-bit gray, 2 for 16-bit gray, 4 for colour);
+    every conversion (16-bit scaling, palette expansion, compositing) then runs on bands
+    of about ``BAND_PIXELS`` pixels, each reduced before the next is converted. The peak
+    is the decoded image, plus the output, plus one band's conversion
+    (``peak_decode_bytes`` states the bound).
     """
+    if max_bytes is not None and len(data) > max_bytes:
+        raise MediaError(f"image: {len(data)} bytes exceeds the limit of {max_bytes}")
     fmt = sniff_image_format(data)
     try:
         with warnings.catch_warnings():
@@ -52,32 +73,78 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
                 raise MediaError(
                     f"image: {width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb guard)"
                 )
+            if needed_size is not None and fmt == "jpeg":
+                image.draft(None, needed_size)
             image.load()
+            return _to_8bit(image, _reduce_factor(image.size, needed_size))
     except MediaError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise MediaError(f"image: refused as a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error) as exc:
         raise MediaError(f"image: corrupt or truncated {fmt.upper()} ({exc})") from None
-    return _to_8bit(image)
 
 
-def _to_8bit(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = array.max() if array.size else 0.0
-        scale = 255.0 / peak if peak > 255 else 1.0
-        return Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+BAND_PIXELS = 1 << 20
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
+
+
+def peak_decode_bytes(width: int, height: int, mode: str, factor: int = 1) -> int:
+    """Upper bound of the pixel memory ``decode_image`` holds at once for an image.
+
+    The decoded image in its own ``mode`` (Pillow stores every multi-channel 8-bit mode
+    and every 32-bit mode in 4 bytes per pixel), the 8-bit output reduced by ``factor``
+    and one band's conversion (at most 24 bytes per pixel of ``BAND_PIXELS``: the
+    cropped band and its expansions, as float32 samples or as RGBA, background and
+    composite).
+    """
+    source = width * height * _BYTES_PER_PIXEL.get(mode, 4)
+    output = -(-width // factor) * -(-height // factor) * (1 if _output_mode(mode) == "L" else 4)
+    return source + output + 24 * BAND_PIXELS
+
+
+def _output_mode(mode: str) -> str:
+    return "L" if mode in (*_SIXTEEN_BIT_MODES, "1", "L") else "RGB"
+
+
+def _reduce_factor(size: tuple[int, int], needed_size: tuple[int, int] | None) -> int:
+    if needed_size is None:
+        return 1
+    return max(1, min(size[0] // max(1, needed_size[0]), size[1] // max(1, needed_size[1])))
+
+
+def _to_8bit(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` as ``L`` or ``RGB``, reduced by ``factor``, converted band by band."""
     if image.mode in ("L", "RGB"):
-        return image
-    if image.mode == "1":
-        return image.convert("L")
-    return image.convert("RGB")
+        return image.reduce(factor) if factor > 1 else image
+    width, height = image.size
+    scale = _sixteen_bit_scale(image) if image.mode in _SIXTEEN_BIT_MODES else 1.0
+    output = Image.new(_output_mode(image.mode), (-(-width // factor), -(-height // factor)))
+    band_rows = max(factor, BAND_PIXELS // width // factor * factor)
+    for top in range(0, height, band_rows):
+        band = _band_to_8bit(image.crop((0, top, width, min(height, top + band_rows))), scale)
+        output.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
+    return output
+
+
+def _sixteen_bit_scale(image: Image.Image) -> float:
+    _, peak = image.getextrema()
+    return 255.0 / float(peak) if peak > 255 else 1.0
+
+
+def _band_to_8bit(band: Image.Image, scale: float) -> Image.Image:
+    if band.mode in _SIXTEEN_BIT_MODES:
+        array = np.asarray(band, dtype=np.float32) * np.float32(scale)
+        return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+    if band.mode == "P":
+        band = band.convert("RGBA")
+    if band.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", band.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, band.convert("RGBA")).convert("RGB")
+    if band.mode == "1":
+        return band.convert("L")
+    return band.convert("RGB")
 
 
 @dataclass(frozen=True)

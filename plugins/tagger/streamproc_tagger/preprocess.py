@@ -4,8 +4,8 @@ Fashion-MNIST products were trimmed, their longest edge resized to 28 pixels, ce
 and negated: a white object on a pure black background, filling the frame. Uploaded
 images are mapped to the same look, deterministically:
 
-1. decode (``streamproc.media.decode_image``: PNG/JPEG, any mode, bomb-guarded) and
-   convert to 8-bit luma (ITU-R 601-2);
+1. decode (``streamproc.media.decode_image``: PNG/JPEG, any mode, bomb-guarded, reduced
+   while decoding to no less than ``DECODE_SIZE``) and convert to 8-bit luma (ITU-R 601-2);
 2. the background level is the median of the outermost pixel ring; when it is bright
    (> 127, a product shot on white) the image is inverted so the object is bright;
 3. the background is shifted to 0 and the contrast stretched so the brightest pixel
@@ -25,6 +25,9 @@ from streamproc.media import decode_image
 
 SIZE = 28
 TRIM_THRESHOLD = 32
+DECODE_SIZE = (4 * SIZE, 4 * SIZE)
+"""The least the tagger decodes: larger images are reduced while decoding (a product that
+fills a quarter of the frame still has more than 28 pixels a side after trimming)."""
 
 
 def border_level(gray: np.ndarray) -> float:
@@ -61,7 +64,7 @@ def image_tensor(data: bytes) -> torch.Tensor:
     """PNG/JPEG bytes -> float32 tensor (1, 28, 28) in [0, 1] for ``TaggerNet``.
 
     Raises ``MediaError`` (from ``decode_image``) when the bytes are not a decodable,
-    reasonably sized PNG or JPEG.
+    reasonably sized PNG or JPEG. Images are decoded reduced to ``DECODE_SIZE``.
     """
-    pixels = to_fashion_mnist(decode_image(data))
+    pixels = to_fashion_mnist(decode_image(data, needed_size=DECODE_SIZE))
     return torch.from_numpy(pixels.astype(np.float32) / 255.0).unsqueeze(0)

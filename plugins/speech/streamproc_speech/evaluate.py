@@ -103,7 +103,9 @@ class Pocketsphinx:
 
 
 def model_transcriber(weights_dir: str | Path | None, decoder: str) -> Callable[[list[np.ndarray]], list[str]]:
-    """Batch transcription with the plugin's code path (VAD, features, model, decoder)."""
+    """Batch transcription with the plugin's code path (VAD, features, model, decoder) at the
+    weights' calibrated rejection threshold: a rejected utterance emits no words, so it
+    counts as deletions in the word error rate."""
 
     transcriber = Transcriber(weights_dir, torch.device("cpu"), decoder)
 

@@ -79,9 +79,8 @@ def test_the_model_beats_pocketsphinx_on_the_held_out_engine(no_rejection: Plugi
     pytest.importorskip("pocketsphinx", reason="the eval extra (pip install streamproc-speech[eval])")
     texts, clips = [t for t, _ in subset.commands], [pad(s) for _, s in subset.commands]
     model = word_error_rate(texts, [text for text, _ in verdicts(no_rejection, clips)])
-    sphinx = {
-        mode: word_error_rate(texts, [Pocketsphinx(mode).transcribe(c) for c in clips]) for mode in ("lm", "grammar")
-    }
+    decoders = {mode: Pocketsphinx(mode) for mode in ("lm", "grammar")}
+    sphinx = {mode: word_error_rate(texts, [d.transcribe(c) for c in clips]) for mode, d in decoders.items()}
     assert model <= 0.1, (model, sphinx)
     assert model < sphinx["lm"] and model <= sphinx["grammar"], (model, sphinx)
 

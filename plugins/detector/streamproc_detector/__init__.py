@@ -1,0 +1,1 @@
+"""streamproc plugin: single-shot CNN detector of clothing items in uploaded pictures."""

@@ -7,13 +7,14 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 import redis
 from harness import WorkerProcess, create_topics, make_settings, playback, produce, read_topic
 
-from streamproc.dev.stack import free_ports, redis_ping
+from streamproc.dev.stack import LocalStack, free_ports, redis_ping
 
 ROOT = Path(__file__).resolve().parents[2]
 PICKLE_LOADERS = re.compile(r"\btorch\.load\(|\bpickle\.loads?\(|\bjoblib\.load\(|\bnp\.load\([^)]*allow_pickle=True")
@@ -32,10 +33,13 @@ def test_shipped_weights_are_safetensors_and_json_only() -> None:
 
 
 @pytest.mark.integration
-def test_redis_auth_works_and_no_secret_reaches_the_logs(
-    endpoints, unique, tmp_path: Path, test_plugins_path: Path
-) -> None:
+def test_redis_auth_works_and_no_secret_reaches_the_logs(unique, tmp_path: Path, test_plugins_path: Path) -> None:
+    """The worker authenticates to a ``redis-server --requirepass`` and to a broker listener
+    that requires SASL/PLAIN (so the Kafka secret does reach the broker), and neither
+    secret appears in its DEBUG logs or on /metrics."""
     password, sasl_secret = f"pw-{unique}-redis", f"pw-{unique}-kafka"
+    stack = LocalStack(tmp_path / "sasl-stack", sasl_users={"streamproc": sasl_secret})
+    info = stack.up(lambda message: None)
     port = free_ports(1)[0]
     server = subprocess.Popen(
         [
@@ -56,14 +60,20 @@ def test_redis_auth_works_and_no_secret_reaches_the_logs(
         deadline = time.monotonic() + 10
         while not redis_ping(port) and time.monotonic() < deadline:
             time.sleep(0.1)
-        settings = make_settings(endpoints, unique, {}, enabled_plugins=["echo"], log_level="DEBUG")
-        settings["redis"].update(url=f"redis://127.0.0.1:{port}/0", password=password)
-        settings["kafka"]["sasl_password"] = sasl_secret  # unused with PLAINTEXT, but must never be logged
-        create_topics(endpoints.kafka_bootstrap, settings["kafka"]["input_topics"].values())
+        sasl = SimpleNamespace(kafka_bootstrap=info.sasl_bootstrap, redis_url=f"redis://127.0.0.1:{port}/0")
+        settings = make_settings(sasl, unique, {}, enabled_plugins=["echo"], log_level="DEBUG")
+        settings["redis"]["password"] = password
+        settings["kafka"].update(
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_username="streamproc",
+            sasl_password=sasl_secret,
+        )
+        create_topics(info.kafka_bootstrap, settings["kafka"]["input_topics"].values())  # the plain listener
         worker = WorkerProcess(settings, tmp_path, test_plugins_path).start()
         try:
-            produce(endpoints.kafka_bootstrap, f"{unique}-playback", [playback("s1", "u1", "7")])
-            read_topic(endpoints.kafka_bootstrap, f"{unique}-out-echo", 1)
+            produce(info.kafka_bootstrap, f"{unique}-playback", [playback("s1", "u1", "7")])
+            read_topic(info.kafka_bootstrap, f"{unique}-out-echo", 1)
             _, metrics = worker.http("/metrics")
         finally:
             worker.terminate()
@@ -76,17 +86,26 @@ def test_redis_auth_works_and_no_secret_reaches_the_logs(
     finally:
         server.terminate()
         server.wait()
+        stack.down()
 
 
 @pytest.mark.integration
-def test_probe_endpoints_bind_the_configured_address(endpoints, unique, tmp_path, test_plugins_path) -> None:
+@pytest.mark.parametrize(("bind", "listening"), [("0.0.0.0", "0.0.0.0"), (None, "127.0.0.1")])
+def test_probe_endpoints_bind_the_configured_address(
+    endpoints, unique, tmp_path, test_plugins_path, bind: str | None, listening: str
+) -> None:
+    """An address other than the default is honoured; without ``http.bind`` it is loopback."""
     settings = make_settings(endpoints, unique, {}, enabled_plugins=["echo"])
+    if bind is None:
+        del settings["http"]["bind"]
+    else:
+        settings["http"]["bind"] = bind
     create_topics(endpoints.kafka_bootstrap, settings["kafka"]["input_topics"].values())
     worker = WorkerProcess(settings, tmp_path, test_plugins_path).start()
     try:
         sockets = psutil.Process(worker.proc.pid).net_connections(kind="tcp")
-        listening = {c.laddr.ip for c in sockets if c.status == psutil.CONN_LISTEN and c.laddr.port == worker.port}
-        assert listening == {"127.0.0.1"}
+        bound = {c.laddr.ip for c in sockets if c.status == psutil.CONN_LISTEN and c.laddr.port == worker.port}
+        assert bound == {listening}
         assert worker.http("/healthz")[0] == 200 and worker.http("/readyz")[0] == 200
     finally:
         worker.terminate()

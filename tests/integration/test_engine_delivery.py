@@ -171,10 +171,24 @@ def test_replayed_events_leave_redis_feeds_and_keyed_state_unchanged(
     assert state["count"] == 10, "a replayed event must not update keyed state twice"
 
 
+def _metric_values(text: str, names: tuple[str, ...], plugin: str) -> dict[str, float]:
+    """Sums of the families ``names`` in one /metrics scrape (queue depth of ``plugin`` only)."""
+    totals = dict.fromkeys(names, 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals and (name != "streamproc_queue_depth" or f'plugin="{plugin}"' in line):
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
 def test_slow_plugin_applies_backpressure_and_drops_nothing(
     endpoints, unique, tmp_path: Path, test_plugins_path: Path
 ) -> None:
-    max_in_flight, max_queue, count = 24, 8, 120
+    """A full plugin queue stops the consumer: records are taken from Kafka only as
+    in-flight slots free up (taken minus finished never exceeds ``max_in_flight``, in one
+    scrape), the queue really fills to its bound, and every record is answered."""
+    max_in_flight, max_queue, count = 24, 8, 160
+    # 40 batches of 4 at 0.25 s: about 10 s, two refreshes of the gauges (every 5 s) at least
     worker = _start(
         endpoints,
         unique,
@@ -182,18 +196,23 @@ def test_slow_plugin_applies_backpressure_and_drops_nothing(
         test_plugins_path,
         ["slow"],
         max_in_flight=max_in_flight,
-        plugins={"slow": {"options": {"delay_s": 0.05}, "batch": {"max_queue": max_queue}}},
+        plugins={"slow": {"options": {"delay_s": 0.25}, "batch": {"max_queue": max_queue, "max_batch_size": 4}}},
     )
     wav = encode_wav(np.zeros(1600, np.float32))
-    samples: list[tuple[float, float]] = []
+    names = (
+        "streamproc_in_flight_events",
+        "streamproc_queue_depth",
+        "streamproc_events_consumed_total",
+        "streamproc_results_total",
+        "streamproc_dead_letters_total",
+    )
+    samples: list[dict[str, float]] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append(
-                (worker.metric("streamproc_in_flight_events"), worker.metric("streamproc_queue_depth", plugin="slow"))
-            )
-            time.sleep(0.1)
+            samples.append(_metric_values(worker.http("/metrics")[1], names, "slow"))
+            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -205,9 +224,13 @@ def test_slow_plugin_applies_backpressure_and_drops_nothing(
         sampler.join()
         worker.terminate()
     assert {r["event_id"] for r in results} == {f"s{i}" for i in range(count)}
-    assert max(s[0] for s in samples) <= max_in_flight
-    assert max(s[1] for s in samples) <= max_queue
-    assert max(s[0] for s in samples) >= max_in_flight / 2, "the bound was never approached: not a backpressure test"
+    taken_not_done = [
+        s["streamproc_events_consumed_total"] - s["streamproc_results_total"] - s["streamproc_dead_letters_total"]
+        for s in samples
+    ]
+    assert max(taken_not_done) <= max_in_flight, "records were taken from Kafka beyond the in-flight bound"
+    assert max(s["streamproc_in_flight_events"] for s in samples) >= max_in_flight / 2, "the bound was never approached"
+    assert max(s["streamproc_queue_depth"] for s in samples) == max_queue, "the plugin's queue never filled"
 
 
 def test_sigterm_drains_commits_and_exits_within_bound_and_restart_repeats_nothing(
@@ -274,17 +297,24 @@ def test_keyed_state_survives_kill_9_and_redelivery_counts_nothing_twice(
     produce(endpoints.kafka_bootstrap, f"{unique}-playback", events)
     wait_for(lambda: worker.metric("streamproc_results_total") >= 40, 60, "some counts before the kill")
     worker.kill()  # no drain, no commit: everything since the last commit is redelivered
-    again = WorkerProcess(worker.settings, tmp_path, test_plugins_path).start()
     client = redis.Redis.from_url(endpoints.redis_url)
     prefix = worker.settings["redis"]["key_prefix"]
+    committed = _committed(endpoints.kafka_bootstrap, worker.settings["app_id"], f"{unique}-playback")
+    published = len({r["event_id"] for r in feed(client, prefix, "count")})
+    assert published > committed, f"{published} published, {committed} committed: nothing to redeliver"
+    again = WorkerProcess(worker.settings, tmp_path, test_plugins_path).start()
     try:
         wait_for(
             lambda: len({r["event_id"] for r in feed(client, prefix, "count")}) == len(events),
             120,
             "a count for every event",
         )
+        redelivered = again.metric("streamproc_events_consumed_total") - (len(events) - published)
     finally:
         again.terminate()
+    assert redelivered == published - committed, (
+        "the restarted worker did not consume the uncommitted published records"
+    )
     for user in range(users):
         state = json.loads(client.hget(f"{prefix}state:counter:user{user}", "state"))
         assert state["count"] == per_user, f"user{user}: {state['count']} != {per_user}"

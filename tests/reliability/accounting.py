@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer
+from streamproc_recommender.plugin import DEFAULT_HISTORY_SIZE
 
 from streamproc.engine.keys import RedisKeys
 from streamproc.media import encode_wav
@@ -29,7 +30,13 @@ FULL = os.environ.get("STREAMPROC_TEST_FULL") == "1"
 EVENTS = 20_000 if FULL else 3_000
 RATE = EVENTS / (50.0 if FULL else 40.0)  # records/s: production lasts long enough for mid-stream faults
 RESULTS = Path(os.environ.get("STREAMPROC_RELIABILITY_OUT", "/tmp/streamproc-reliability"))
-USERS = 50
+ITEMS = 97
+"""Distinct items a user plays: the n-th playback of a user is item n % ITEMS."""
+PLAYBACKS = EVENTS * 12 // 20
+USERS = max(50, -(-PLAYBACKS // ITEMS))
+"""Enough users, taking turns, that none plays more than ITEMS times (50 at CI size, 124 in the FULL run):
+each play is then a different item and the recommender's history (one entry per item, at
+most ``DEFAULT_HISTORY_SIZE``) holds every one, so the audit can expect each play once."""
 PLUGINS = ["echo", "shout", "counter", "flaky", "slow", "recommender"]
 KINDS = {
     "echo": "echo",
@@ -79,18 +86,20 @@ def build(name: str, count: int) -> Workload:
     import base64
 
     wav_b64 = base64.b64encode(wav).decode()
+    plays = 0  # playbacks so far: users take turns, so each plays at most ceil(PLAYBACKS / USERS) times
     for i in range(count):
         slot = i % 20
         ts = int(time.time() * 1000)
         if slot < 12:
-            user = f"user{i % USERS}"
+            user = f"user{plays % USERS}"
+            plays += 1
             event_id = f"p{i}"
             doc = {
                 "id": event_id,
                 "type": "playback",
                 "ts": ts,
                 "user_id": user,
-                "item_id": str(i % 97),
+                "item_id": str(work.plays_per_user[user] % ITEMS),
                 "action": "complete",
                 "position_s": 0.0,
                 "duration_s": 60.0,
@@ -125,6 +134,7 @@ def build(name: str, count: int) -> Workload:
             continue
         work.expected["echo"].add(event_id)
         work.expected["shout"].add(event_id)
+    assert max(work.plays_per_user.values()) <= min(ITEMS, DEFAULT_HISTORY_SIZE), "plays beyond the history"
     return work
 
 

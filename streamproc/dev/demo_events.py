@@ -2,8 +2,9 @@
 
 Playback: a handful of users watching MovieLens item ids and listening to music items.
 Upload: Fashion-MNIST test images (Debian ``dataset-fashion-mnist``) upscaled to PNG, with
-English titles, some asking for artwork. Audio: spoken media commands synthesised with
-``espeak-ng``. Bad: malformed JSON, an unknown type, a missing field, a corrupt image.
+English titles, some asking for artwork (which the enhancer then upscales), some a
+picture of several items side by side (for the detector). Audio: spoken media commands
+synthesised with ``espeak-ng``. Bad: malformed JSON, an unknown type, a missing field, a corrupt image.
 Sources missing on the machine are skipped with a note, never faked.
 """
 
@@ -76,6 +77,8 @@ def demo_records(count: int, seed: int = 7, bad: bool = True, t0: int | None = N
             }
         elif roll == 2 and images:
             label, png = images[i % len(images)]
+            if i % 8 == 6:
+                png = several_items([images[(i + k) % len(images)][1] for k in range(3)])
             doc = {
                 "id": f"demo-upload-{i}",
                 "type": "upload",
@@ -209,6 +212,21 @@ def fashion_images(count: int, rng: random.Random) -> list[tuple[int, bytes]]:
         Image.fromarray(pixels[index]).resize((112, 112), Image.Resampling.BICUBIC).save(buffer, "PNG")
         out.append((int(labels[index]), buffer.getvalue()))
     return out
+
+
+def several_items(pngs: list[bytes], side: int = 160, item_side: int = 44) -> bytes:
+    """A PNG picture of the given item images side by side on a grey gradient (one upload
+    holding several clothing items)."""
+    gradient = np.linspace(70, 130, side, dtype=np.float32)
+    canvas = Image.fromarray(np.tile(gradient, (side, 1)).astype(np.uint8))
+    step = (side - item_side) // max(1, len(pngs) - 1)
+    for k, png in enumerate(pngs):
+        item = Image.open(io.BytesIO(png)).convert("L").resize((item_side, item_side), Image.Resampling.BILINEAR)
+        top = 12 + (k % 2) * (side - item_side - 24)
+        canvas.paste(item, (k * step, top), mask=item.point(lambda v: min(255, v * 4)))
+    buffer = io.BytesIO()
+    canvas.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _spoken_commands(rng: random.Random, count: int) -> list[tuple[str, bytes]]:

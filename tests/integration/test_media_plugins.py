@@ -1,11 +1,13 @@
-"""The bundled media plugins against the real stack: tagger and artwork on uploads, speech
-chained into the translator on audio (subtitles), results in Redis and on output topics."""
+"""The bundled media plugins against the real stack: tagger and artwork on uploads, artwork
+chained into the enhancer, the detector on pictures of several items, speech chained into
+the translator on audio (subtitles), results in Redis and on output topics."""
 
 from __future__ import annotations
 
 import base64
 import importlib.util
 import json
+import random
 import shutil
 import subprocess
 import time
@@ -15,6 +17,7 @@ import pytest
 import redis
 from harness import WorkerProcess, create_topics, make_settings, produce, read_topic
 
+from streamproc.dev.demo_events import fashion_images, several_items
 from streamproc.media import decode_image
 
 pytestmark = pytest.mark.integration
@@ -128,3 +131,42 @@ def test_audio_is_transcribed_then_translated_with_the_original_event_id(endpoin
     prefix = settings["redis"]["key_prefix"]
     latest = json.loads(client.get(f"{prefix}latest:translation:c1"))
     assert latest["event_id"] == "c1" and latest["plugin"] == "translator"
+
+
+def _scene_png() -> bytes:
+    """A picture holding several Fashion-MNIST test items (the demo's composition)."""
+    images = fashion_images(3, random.Random(5))
+    if not images:
+        pytest.fail("dataset-fashion-mnist missing: run deploy/local/setup.sh (tagger apt packages)")
+    return several_items([png for _, png in images])
+
+
+def test_artwork_reaches_users_enhanced_and_pictures_get_their_objects(endpoints, unique, tmp_path: Path) -> None:
+    settings = make_settings(endpoints, unique, {}, enabled_plugins=["artwork", "enhancer", "detector"])
+    create_topics(endpoints.kafka_bootstrap, settings["kafka"]["input_topics"].values())
+    art = {"category": "dress", "count": 2, "seed": 9}
+    scene = base64.b64encode(_scene_png()).decode()
+    records = [upload("art-1", title="art", artwork=art), upload("scene-1", title="my clothes", image=scene)]
+    worker = WorkerProcess(settings, tmp_path).start(ready_timeout_s=240)
+    try:
+        produce(endpoints.kafka_bootstrap, f"{unique}-upload", records)
+        enhanced = read_topic(endpoints.kafka_bootstrap, f"{unique}-out-enhance", 2, timeout_s=180)
+        objects = read_topic(endpoints.kafka_bootstrap, f"{unique}-out-objects", 1, timeout_s=180)
+        letters = read_topic(endpoints.kafka_bootstrap, f"{unique}-dlq", 0, timeout_s=2)
+    finally:
+        worker.terminate()
+    assert letters == []
+    by_id = {r["event_id"]: r for r in enhanced}
+    assert set(by_id) == {"art-1", "scene-1"} and len(enhanced) == 2
+    artwork_body = by_id["art-1"]["body"]
+    assert (artwork_body["source"], artwork_body["category"], len(artwork_body["images"])) == ("artwork", "dress", 2)
+    for encoded in artwork_body["images"]:
+        assert min(decode_image(base64.b64decode(encoded)).size) >= 112
+    assert by_id["scene-1"]["body"]["source"] == "upload"
+    (found,) = objects
+    assert found["event_id"] == "scene-1" and found["body"]["objects"], "the picture's items were found"
+    client = redis.Redis.from_url(endpoints.redis_url)
+    prefix = settings["redis"]["key_prefix"]
+    latest = json.loads(client.get(f"{prefix}latest:enhance:art-1"))
+    assert latest["plugin"] == "enhancer" and latest["body"]["images"] == artwork_body["images"]
+    assert json.loads(client.get(f"{prefix}latest:objects:scene-1"))["body"] == found["body"]

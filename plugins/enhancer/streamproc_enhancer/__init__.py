@@ -1,0 +1,1 @@
+"""streamproc plugin: sub-pixel CNN super-resolution of thumbnails and generated artwork."""

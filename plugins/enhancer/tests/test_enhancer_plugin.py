@@ -1,0 +1,141 @@
+"""The enhancer plugin, discovered through its entry point: routes, scales, bounds, errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from streamproc.errors import ConfigError
+from streamproc.events import ArtworkRequest, DerivedEvent, UploadEvent
+from streamproc.testing import PluginHarness, check_contract
+
+
+@pytest.fixture(scope="module")
+def harness() -> PluginHarness:
+    torch.set_num_threads(1)
+    return PluginHarness.load("enhancer")
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def photo(side: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A smooth colour gradient with some texture (not a flat canvas)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    channels = [255 * (0.5 + 0.4 * np.sin(6 * xx + k) * np.cos(4 * yy - k)) for k in range(3)]
+    pixels = np.clip(np.dstack(channels) + rng.normal(0, 3, (side, side, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, mode="RGB")
+    return image.convert(mode)
+
+
+def upload(image: Image.Image | None, n: int = 0) -> UploadEvent:
+    return UploadEvent(
+        id=f"evt-{n}",
+        type="upload",
+        ts=1_700_000_000_000 + n,
+        user_id="user-1",
+        upload_id=f"upload-{n}",
+        image=None if image is None else png(image),
+        title="a thumbnail",
+    )
+
+
+def artwork(images: list[Image.Image], n: int = 0) -> DerivedEvent:
+    origin = upload(None, n).model_copy(update={"artwork": ArtworkRequest(category="bag", count=len(images))})
+    body = {
+        "category": "bag",
+        "seed": 3,
+        "format": "png",
+        "images": [base64.b64encode(png(image)).decode() for image in images],
+    }
+    return DerivedEvent(type="artwork", plugin="artwork", body=body, origin=origin)
+
+
+def decode(png_b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(png_b64)))
+
+
+def test_entry_point_consumes_uploads_and_artwork_results(harness: PluginHarness) -> None:
+    plugin = harness.plugin
+    assert (plugin.name, plugin.consumes, plugin.produces) == ("enhancer", ("upload", "artwork"), "enhance")
+    assert plugin.model_version.startswith("enhancer-") and len(plugin.model_version) == 21
+
+
+def test_thumbnail_upload_is_upscaled_to_reach_the_minimum_side(harness: PluginHarness) -> None:
+    (x2, x4) = harness.results([upload(photo(64), 0), upload(photo(32), 1)])
+    assert (x2["source"], x2["scale"], x2["width"], x2["height"]) == ("upload", 2, 128, 128)
+    assert (x4["scale"], x4["width"]) == (4, 128)
+    image = decode(x2["images"][0])
+    assert image.size == (128, 128) and image.mode == "RGB"
+
+
+def test_output_is_close_to_the_input_colours(harness: PluginHarness) -> None:
+    source = photo(48, seed=5)
+    (body,) = harness.results([upload(source)])
+    restored = np.asarray(decode(body["images"][0]).resize(source.size, Image.Resampling.BICUBIC), dtype=float)
+    assert np.abs(restored - np.asarray(source, dtype=float)).mean() < 6.0
+
+
+def test_grayscale_stays_grayscale(harness: PluginHarness) -> None:
+    (body,) = harness.results([upload(photo(40, mode="L"))])
+    assert decode(body["images"][0]).mode == "L"
+
+
+def test_generated_artwork_reaches_at_least_112_pixels(harness: PluginHarness) -> None:
+    drawings = [photo(64, mode="L", seed=1), photo(64, mode="L", seed=2)]
+    (body,) = harness.results([artwork(drawings), artwork([photo(28, mode="L")], n=1)])[:1]
+    assert (body["source"], body["category"], body["seed"], body["scale"]) == ("artwork", "bag", 3, 2)
+    assert [decode(image).size for image in body["images"]] == [(128, 128), (128, 128)]
+    (small,) = harness.results([artwork([photo(28, mode="L")], n=1)])
+    assert small["scale"] == 4 and decode(small["images"][0]).size == (112, 112)
+
+
+def test_uploads_that_are_not_thumbnails_or_carry_no_image_are_skipped(harness: PluginHarness) -> None:
+    assert harness.results([upload(photo(300)), upload(None, 1)]) == [None, None]
+
+
+def test_an_upload_requesting_artwork_gets_its_one_result_through_the_artwork_chain(harness: PluginHarness) -> None:
+    asking = upload(photo(64)).model_copy(update={"artwork": ArtworkRequest(category="bag")})
+    assert harness.results([asking]) == [None]
+
+
+def test_batch_gives_the_same_pixels_as_one_by_one(harness: PluginHarness) -> None:
+    events = [upload(photo(64, seed=s), s) for s in range(3)] + [upload(photo(32, seed=9), 3)]
+    batched = harness.results(events)
+    single = [harness.results([event])[0] for event in events]
+    assert [b["images"] for b in batched] == [s["images"] for s in single]
+
+
+def test_work_above_the_output_bound_is_refused_with_the_sizes() -> None:
+    small = PluginHarness.load("enhancer", options={"max_output_pixels": 10_000})
+    (outcome,) = small.run([upload(photo(64))])
+    assert outcome.failure is not None and outcome.failure.stage == "prepare"
+    assert "64x64" in outcome.failure.reason and "10000" in outcome.failure.reason
+
+
+def test_bad_inputs_are_refused_with_reasons(harness: PluginHarness) -> None:
+    corrupt = upload(None).model_copy(update={"image": b"\x89PNG\r\n\x1a\nnot really"})
+    empty_artwork = DerivedEvent(type="artwork", plugin="artwork", body={"images": []}, origin=upload(None))
+    outcomes = harness.run([corrupt, empty_artwork])
+    assert [o.failure.stage for o in outcomes if o.failure] == ["prepare", "prepare"]
+    assert "PNG" in outcomes[0].failure.reason and "images" in outcomes[1].failure.reason
+
+
+def test_weights_dir_without_weights_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="weights_dir"):
+        PluginHarness.load("enhancer", options={"weights_dir": str(tmp_path)})
+
+
+def test_plugin_keeps_the_contract() -> None:
+    events = [upload(photo(32, seed=s), s) for s in range(4)] + [artwork([photo(28, mode="L")], n=5)]
+    report = check_contract(lambda: PluginHarness.load("enhancer"), events)
+    assert report.events == len(events)

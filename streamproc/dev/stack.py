@@ -118,7 +118,10 @@ class LocalStack:
     ) -> None:
         self.home = Path(home) if home else default_home()
         self.kafka_heap_mb = kafka_heap_mb
-        self.persistent_redis = persistent_redis  # append-only file, so a Redis restart keeps the data
+        # append-only file, fsynced every second: a restart or a SIGKILL of Redis keeps what was acknowledged
+        # more than 2 s before (the file is written before the reply unless a slow fsync postpones the write by up
+        # to 2 s); a host crash loses the writes of the last 1-2 s (docs/reliability.md, 'Redis persistence')
+        self.persistent_redis = persistent_redis
         self.sasl_users = dict(sasl_users or {})  # user -> password of a SASL_PLAINTEXT listener (tests)
         self.libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
 
@@ -190,7 +193,8 @@ class LocalStack:
         _stop_pid(self._running().redis_pid)
 
     def start_redis(self) -> StackInfo:
-        """Start Redis again on its port (after ``stop_redis``); its data is gone (no persistence)."""
+        """Start Redis again on its port (after ``stop_redis`` or a kill); its data is back from the
+        append-only file when the stack is ``persistent_redis``, else gone."""
         info = self._running()
         info = replace(info, redis_pid=self._start_redis(ensure_redis_server(), info.redis_port))
         self._save(info)
@@ -251,6 +255,8 @@ class LocalStack:
                 "",
                 "--appendonly",
                 "yes" if self.persistent_redis else "no",
+                "--appendfsync",
+                "everysec",  # with appendonly: fsync once a second (Redis's default, stated)
                 "--dir",
                 str(data),
                 "--protected-mode",

@@ -10,16 +10,22 @@ written as JSON to ``$STREAMPROC_RELIABILITY_OUT``. ``STREAMPROC_TEST_FULL=1`` r
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
-from accounting import EVENTS, RATE, RESULTS, PacedProducer, audit, build, settings_for
-from harness import WorkerProcess, committed_to_end, create_topics, wait_for
+from accounting import EVENTS, KINDS, RATE, RESULTS, PacedProducer, audit, build, settings_for
+from harness import WorkerProcess, committed_to_end, create_topics, feed, wait_for
+
+from streamproc.dev.stack import alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -133,6 +139,61 @@ def test_redis_down_for_20_seconds_loses_nothing(fault_stack, unique, tmp_path, 
         return {"redis_back_to_results_s": _first_result_after(workers[0], stuck, time.monotonic())}
 
     _run(fault_stack, f"redis-{unique}", tmp_path, test_plugins_path, inject)
+
+
+FSYNC_MARGIN_S = 2.5
+"""``appendfsync everysec``: Redis fsyncs once a second and postpones a write by at most 2 s
+when an fsync is slow; a result acknowledged longer ago than that is on disk."""
+
+
+def _sigkill(pid: int) -> None:
+    """SIGKILL a stack process (no shutdown, no final fsync) and reap it."""
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 10, f"process {pid} to die")
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _published(client: redis.Redis, prefix: str) -> set[tuple[str, str]]:
+    """(kind, event id) of every result in the feeds."""
+    return {(kind, r["event_id"]) for kind in set(KINDS.values()) for r in feed(client, prefix, kind)}
+
+
+def test_redis_sigkill_keeps_what_was_acknowledged_before_the_fsync_interval(
+    fault_stack, unique, tmp_path, test_plugins_path
+) -> None:
+    """Redis (append-only file, ``appendfsync everysec``) killed with SIGKILL mid-stream and
+    restarted: every result acknowledged more than FSYNC_MARGIN_S before the kill is still
+    there, and the run loses nothing."""
+    stack, info = fault_stack
+    client = redis.Redis.from_url(info.redis_url)
+
+    def inject(workers, settings, producer) -> dict[str, float]:
+        _at(producer, 0.4, settings)
+        before = _published(client, settings["redis"]["key_prefix"])
+        time.sleep(FSYNC_MARGIN_S)
+        _sigkill(stack.status().redis_pid)
+        stuck = workers[0].metric("streamproc_results_total")
+        stack.start_redis()
+        kept = _published(client, settings["redis"]["key_prefix"])
+        assert before and before <= kept, f"{len(before - kept)} acknowledged results lost by the kill"
+        return {"redis_sigkill_to_results_s": _first_result_after(workers[0], stuck, time.monotonic())}
+
+    _run(fault_stack, f"redissigkill-{unique}", tmp_path, test_plugins_path, inject)
+
+
+def test_kafka_broker_sigkill_mid_stream_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:
+    stack, _ = fault_stack
+
+    def inject(workers, settings, producer) -> dict[str, float]:
+        _at(producer, 0.4, settings)
+        _sigkill(stack.status().kafka_pid)
+        stack.restart_kafka(down_s=5.0)  # the broker is gone already: this starts it on its data
+        back_at = time.monotonic()
+        baseline = workers[0].metric("streamproc_results_total")
+        return {"broker_sigkill_to_results_s": _first_result_after(workers[0], baseline, back_at)}
+
+    _run(fault_stack, f"brokersigkill-{unique}", tmp_path, test_plugins_path, inject)
 
 
 def test_two_workers_rebalancing_mid_stream_lose_nothing_and_keep_state(

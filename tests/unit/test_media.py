@@ -54,6 +54,21 @@ def test_decompression_bomb_is_refused_before_pixels_are_decoded() -> None:
         decode_image(bomb, max_pixels=1_000_000)
 
 
+def test_image_over_the_callers_byte_limit_is_refused_before_decoding() -> None:
+    png = encode(Image.new("L", (64, 64), 0))
+    with pytest.raises(MediaError, match=f"{len(png)} bytes exceeds the limit of {len(png) - 1}"):
+        decode_image(png, max_bytes=len(png) - 1)
+    assert decode_image(png, max_bytes=len(png)).size == (64, 64)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_image_is_decoded_reduced_but_never_below_the_needed_size(fmt: str) -> None:
+    data = encode(Image.new("RGB", (1000, 600), (10, 200, 30)), fmt)
+    image = decode_image(data, needed_size=(28, 28))
+    assert 28 <= min(image.size) < 56 and image.mode == "RGB"
+    assert decode_image(data, needed_size=(2000, 2000)).size == (1000, 600)
+
+
 @pytest.mark.parametrize("data", [b"", b"GIF89a....", b"\x89PNG\r\n\x1a\n" + b"\0" * 30, b"\xff\xd8\xff\xe0garbage"])
 def test_not_an_image_or_corrupt_image_raises_media_error(data: bytes) -> None:
     with pytest.raises(MediaError):

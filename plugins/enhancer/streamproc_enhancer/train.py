@@ -1,6 +1,6 @@
 """Train the x2 and x4 networks on patches of the ``train`` sources; write weights and card.
 
-    python -m streamproc_enhancer.train [--out DIR] [--patches 4000] [--epochs 4] [--threads 2]
+    python -m streamproc_enhancer.train [--out DIR] [--patches 6000] [--epochs 8] [--threads 2]
 
 A fixed pool of patches is drawn once per scale (seeded): a random crop of a random
 training photograph, a random flip/rotation, degraded as uploads are (bicubic 1/scale;
@@ -86,9 +86,9 @@ def fit(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=shipped_weights_dir(), help="weights folder to write")
-    parser.add_argument("--patches", type=int, default=4000, help="patches per scale")
+    parser.add_argument("--patches", type=int, default=6000, help="patches per scale")
     parser.add_argument("--lr-side", type=int, default=24, help="low-resolution patch side")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--features", type=int, default=48)

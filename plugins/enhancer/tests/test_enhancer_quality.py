@@ -1,11 +1,8 @@
 """Quality gate: the shipped enhancer against bicubic and Lanczos on sources training
-never opened, through the plugin's public path (a small subset; the card has the full run).
-
-What the full run supports (model card, 124 crops of 31 held-out images per row): on
-clean thumbnails the enhancer has higher SSIM than bicubic and Lanczos at x2 and x4 and
-a higher PSNR than bicubic on most crops (84% at x2, 77% at x4); its mean PSNR gain is
-not yet clear of zero (x2 +0.46 dB, x4 -0.39 dB: very smooth crops lose), and on JPEG
-thumbnails it ties bicubic. The gate asserts the former, not the latter.
+never opened, through the plugin's public path (a small subset: 18 crops of 9 images;
+the model card has the full run, 124 crops of 31 images: on clean thumbnails +1.95 dB
+over bicubic at x2 with its interval above zero, +0.85 dB at x4 with its interval
+touching zero, higher SSIM than bicubic and Lanczos at both scales).
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ from streamproc_enhancer.data import SOURCES, MissingSource, source_files
 from streamproc_enhancer.evaluate import quality_report
 
 HELD_OUT = [package for package, role in SOURCES.items() if role == "heldout"]
+MIN_GAIN_DB = {2: 1.0, 4: 0.4}
 
 
 def _installed() -> bool:
@@ -30,9 +28,12 @@ def _installed() -> bool:
 def test_enhancer_restores_clean_thumbnails_of_unseen_sources_better_than_bicubic_and_lanczos() -> None:
     torch.set_num_threads(1)
     report = quality_report(None, crops_per_image=2, seed=1, images_per_source=3)
-    for scale in (2, 4):
+    for scale, min_gain_db in MIN_GAIN_DB.items():
         figures = report[f"x{scale}_clean"]
         print(scale, figures["psnr_gain_over_bicubic"], figures["crops_better_than_bicubic"], figures["enhancer"])
+        psnr = {method: figures[method]["psnr"]["mean"] for method in ("enhancer", "bicubic", "lanczos")}
         ssim = {method: figures[method]["ssim"]["mean"] for method in ("enhancer", "bicubic", "lanczos")}
+        assert figures["psnr_gain_over_bicubic"]["ci95"][0] > 0
+        assert figures["psnr_gain_over_bicubic"]["mean"] >= min_gain_db
+        assert psnr["enhancer"] > psnr["lanczos"]
         assert ssim["enhancer"] > max(ssim["bicubic"], ssim["lanczos"])
-        assert figures["crops_better_than_bicubic"] > 0.6

@@ -235,6 +235,17 @@ class ProcessCensus:
             command = " ".join(proc.info["cmdline"] or [proc.info["name"] or "?"])[:120]
             self.cpu[proc.pid] = (command, times.user + times.system)
 
+    def cores_since(self, earlier: ProcessCensus, exclude: set[int]) -> float:
+        """Cores used between ``earlier`` and this census by every process not in ``exclude``
+        (a process that ended in between is not counted: its CPU cannot be read any more)."""
+        span = max(self.at - earlier.at, 1e-6)
+        used = sum(
+            cpu - earlier.cpu.get(pid, (command, 0.0))[1]
+            for pid, (command, cpu) in self.cpu.items()
+            if pid not in exclude
+        )
+        return round(max(0.0, used) / span, 3)
+
     def busiest_since(self, earlier: ProcessCensus, exclude: set[int], top: int = 3) -> list[dict[str, Any]]:
         """The ``top`` processes by cores used between ``earlier`` and this census."""
         span = max(self.at - earlier.at, 1e-6)

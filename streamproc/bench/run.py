@@ -45,16 +45,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from streamproc.bench.kafka import create_topics, preproduce, transport_limit
 from streamproc.bench.pipeline import RunContext, measure_baseline, measure_pipeline, new_run_id, run_settings
-from streamproc.bench.process import ChildProcess, CpuSampler, listener_pid, load_average, machine_state
+from streamproc.bench.process import (
+    ChildProcess,
+    CpuSampler,
+    ProcessCensus,
+    listener_pid,
+    load_average,
+    machine_state,
+)
 from streamproc.bench.report import evaluate_targets, summary_text, write_plots
 from streamproc.bench.workload import WorkloadRecord, read_workload
 from streamproc.config import KafkaSettings, RedisSettings, Settings
 
 MIXED = "mixed"
 COMPUTE_TIMEOUT_S = 900.0
-LOAD_WINDOW_S = 3.0
+LOAD_WINDOW_S = 2.0
 """Seconds of machine CPU looked at before each stage (the machine must be quiet then too)."""
 TRANSPORT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -386,10 +395,14 @@ def _rate_config(
     return config
 
 
-def _other_cores_before(ctx: RunContext) -> float | None:
-    """Cores the machine's other processes used in the last few seconds, before a stage."""
-    now = time.time()
-    return ctx.sampler.usage(now - LOAD_WINDOW_S, now, ["kafka", "redis", "bench"]).get("other")
+def _other_cores_before(ctx: RunContext) -> float:
+    """Cores other processes use over ``LOAD_WINDOW_S`` seconds, just before a stage. The
+    benchmark's own processes (Kafka, Redis, itself and every child, a previous stage's
+    worker still exiting included) are not "other"."""
+    earlier = ProcessCensus()
+    time.sleep(LOAD_WINDOW_S)
+    own = {*ctx.known_pids, *(child.pid for child in psutil.Process().children(recursive=True))}
+    return ProcessCensus().cores_since(earlier, own)
 
 
 def load_verdict(before: float | None, during: float | None, threshold: float) -> dict[str, Any]:

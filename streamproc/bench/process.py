@@ -207,7 +207,12 @@ class CpuSampler:
             for name, series in self._series.items():
                 if names is not None and name not in names and name != "machine":
                     continue
-                if not series.times or series.times[0] > t0 + self.interval_s or series.times[-1] < t1 - 1e-3:
+                ended = name not in self._pids and name not in self._threads and name != "machine"
+                # a process that exited within the window keeps its last reading (its CPU up to
+                # then); one still watched must have been sampled to the window's end
+                if not series.times or series.times[0] > t0 + self.interval_s:
+                    continue
+                if series.times[-1] < t1 - 1e-3 and not (ended and series.times[-1] > t0):
                     continue
                 start, end = series.at(t0), series.at(t1)
                 if start is not None and end is not None:

@@ -214,7 +214,7 @@ class WorkerGroup:
     def start(self, sampler: CpuSampler) -> None:
         for index, (child, _) in enumerate(self.members):
             child.start(["worker"])
-            sampler.watch(f"worker{index}", child.pid)
+            sampler.watch(f"worker{index}", child.pid, with_children=True)  # model processes included
             sampler.watch_thread(f"loop{index}", child.pid)  # the event loop runs on the main thread
 
     @property

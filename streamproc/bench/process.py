@@ -127,21 +127,26 @@ class CpuSampler:
         self._pids: dict[str, psutil.Process] = {}
         self._threads: dict[str, tuple[psutil.Process, int]] = {}
         self._parts: set[str] = set()  # names of thread series: never charged as processes
+        self._families: set[str] = set()  # names charged with their children's CPU too
         self._series: dict[str, _Series] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
-    def watch(self, name: str, pid: int | None) -> None:
-        """Charge ``pid``'s CPU to ``name`` from now on (``None``: forget ``name``)."""
+    def watch(self, name: str, pid: int | None, with_children: bool = False) -> None:
+        """Charge ``pid``'s CPU to ``name`` from now on (``None``: forget ``name``); with
+        ``with_children``, also its child processes' (a worker's model processes)."""
         with self._lock:
             if pid is None:
                 self._pids.pop(name, None)
+                self._families.discard(name)
                 return
             try:
                 self._pids[name] = psutil.Process(pid)
             except psutil.Error:
                 return
+            if with_children:
+                self._families.add(name)
             self._series[name] = _Series()
         self.sample()
 
@@ -180,7 +185,10 @@ class CpuSampler:
             for name, proc in list(self._pids.items()):
                 try:
                     cpu = proc.cpu_times()
-                    self._append(name, now, cpu.user + cpu.system)
+                    total = cpu.user + cpu.system
+                    if name in self._families:
+                        total += cpu.children_user + cpu.children_system + _live_children_cpu(proc)
+                    self._append(name, now, total)
                 except psutil.Error:
                     del self._pids[name]
             for name, (proc, tid) in list(self._threads.items()):
@@ -221,6 +229,18 @@ class CpuSampler:
             charged = sum(v for k, v in out.items() if k != "machine" and k not in self._parts)
             out["other"] = round(max(0.0, out["machine"] - charged), 3)
         return out
+
+
+def _live_children_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of ``proc``'s live descendants (reaped ones are in its ``children_*`` times)."""
+    total = 0.0
+    for child in proc.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 class ProcessCensus:

@@ -50,12 +50,8 @@ async def _wave(
         mine = [e for e in events if name in base.router.plugins_for(e.type)]
         ready: list[tuple[Event, Any]] = []
         for event in mine:
-            state = None
-            key = plugin.state_key(event)
-            if key is not None:
-                state = states[f"{name}:{key}"] = dict(plugin.update_state(states.get(f"{name}:{key}"), event))
             try:
-                prepared = plugin.prepare(event, state)
+                prepared = plugin.prepare(event, base.apply_state(name, event, states))
             except Exception as exc:
                 log.warning("plugin %s refused %s: %s", name, event.id, exc)
                 continue

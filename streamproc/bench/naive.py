@@ -55,6 +55,16 @@ class Baseline:
     keys: RedisKeys
     limits: PayloadLimits
 
+    def apply_state(self, name: str, event: Event, states: dict[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+        """Plugin ``name``'s state after ``event``, kept in ``states`` (in memory: cheaper than
+        the engine's replay-safe Redis state, which flatters the baselines)."""
+        plugin = self.runtimes[name].plugin
+        key = plugin.state_key(event)
+        if key is None:
+            return None
+        states[f"{name}:{key}"] = dict(plugin.update_state(states.get(f"{name}:{key}"), event))
+        return states[f"{name}:{key}"]
+
     def record(self, name: str, event: Event, body: Mapping[str, Any]) -> ResultRecord:
         """The result record of plugin ``name`` for ``event``, in the worker's format."""
         plugin = self.runtimes[name].plugin
@@ -101,10 +111,7 @@ def build_app() -> faust.App:
     async def handle(event: Event, depth: int) -> None:
         for name in base.router.plugins_for(event.type):
             plugin = base.runtimes[name].plugin
-            state = None
-            key = plugin.state_key(event)
-            if key is not None:
-                state = states[f"{name}:{key}"] = dict(plugin.update_state(states.get(f"{name}:{key}"), event))
+            state = base.apply_state(name, event, states)
             try:
                 prepared = plugin.prepare(event, state)
                 if prepared is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from harness import WorkerProcess, create_topics, make_settings, produce, read_topic, wait_for
+from harness import WorkerProcess, create_topics, make_settings, password_redis, produce, read_topic, wait_for
 from PIL import Image
 
 from streamproc.config import Settings
@@ -188,40 +187,28 @@ def test_the_page_reads_a_password_protected_redis_and_never_shows_the_password(
     browser: Any, endpoints: Any, tmp_path: Path
 ) -> None:
     name, password = f"pw{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
-    port = free_ports(1)[0]
-    command = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    server = subprocess.Popen([*command, "--save", "", "--requirepass", password], stdout=subprocess.DEVNULL)
     pages: list[Page] = []
-    try:
+    with password_redis(password) as port:
         client = redis.Redis(port=port, password=password)
-        wait_for(lambda: _pings(client), 10, "the password-protected Redis")
-        client.xadd(f"t:{name}:feed:tags", {"record": flood_record(1, int(time.time() * 1000))})
-        settings = make_settings(endpoints, name, {})
-        settings["redis"].update(url=f"redis://127.0.0.1:{port}/0", password=password)
-        pages.append(start_ui(settings, tmp_path))
-        browser.get(pages[0].url)
-        wait_for(lambda: shown(browser, "return document.querySelectorAll('.card').length") == 1, 30, "the card")
-        with urllib.request.urlopen(pages[0].url + "events", timeout=5) as stream:
-            update = stream.readline() + stream.readline() + stream.readline()
-        assert password not in browser.page_source and password.encode() not in update
-        settings["redis"]["password"] = "wrong"
-        pages.append(start_ui(settings, tmp_path))
-        browser.get(pages[1].url)
-        sources = "return document.getElementById('sources').textContent"
-        wait_for(lambda: "redis: unreachable" in shown(browser, sources), 30, "the page saying Redis refused it")
-        assert pages[1].process.poll() is None, "a refused password is shown on the page, it does not stop it"
-    finally:
-        for page in pages:
-            stop(page.process)
-        server.terminate()
-        server.wait()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+        try:
+            client.xadd(f"t:{name}:feed:tags", {"record": flood_record(1, int(time.time() * 1000))})
+            settings = make_settings(endpoints, name, {})
+            settings["redis"].update(url=f"redis://127.0.0.1:{port}/0", password=password)
+            pages.append(start_ui(settings, tmp_path))
+            browser.get(pages[0].url)
+            wait_for(lambda: shown(browser, "return document.querySelectorAll('.card').length") == 1, 30, "the card")
+            with urllib.request.urlopen(pages[0].url + "events", timeout=5) as stream:
+                update = stream.readline() + stream.readline() + stream.readline()
+            assert password not in browser.page_source and password.encode() not in update
+            settings["redis"]["password"] = "wrong"
+            pages.append(start_ui(settings, tmp_path))
+            browser.get(pages[1].url)
+            sources = "return document.getElementById('sources').textContent"
+            wait_for(lambda: "redis: unreachable" in shown(browser, sources), 30, "the page saying Redis refused it")
+            assert pages[1].process.poll() is None, "a refused password is shown on the page, it does not stop it"
+        finally:
+            for page in pages:
+                stop(page.process)
 
 
 def test_the_worker_serves_the_same_page_on_its_http_port_when_the_setting_is_on(browser: Any, live: Page) -> None:

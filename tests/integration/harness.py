@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,3 +236,26 @@ def committed_to_end(bootstrap: str, settings: dict[str, Any]) -> bool:
     finally:
         admin.close()
         consumer.close()
+
+
+@contextlib.contextmanager
+def password_redis(password: str) -> Iterator[int]:
+    """A private ``redis-server --requirepass`` on a free port, answering AUTH'd PINGs;
+    yields its port and stops it afterwards."""
+    port = free_ports(1)[0]
+    command = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    server = subprocess.Popen([*command, "--save", "", "--requirepass", password], stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, password=password, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for(answers, 10, "the password-protected Redis", 0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +21,14 @@ from harness import (
     create_topics,
     feed,
     make_settings,
+    password_redis,
     produce,
     read_topic,
     upload,
     wait_for,
 )
 
-from streamproc.dev.stack import LocalStack, free_ports, redis_ping
+from streamproc.dev.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -171,26 +170,7 @@ def test_dead_letters_are_listed_filtered_shown_and_replayed_once_after_a_fix(
 
 def test_tail_and_get_authenticate_with_the_redis_password(endpoints, unique, tmp_path: Path) -> None:
     password = f"pw-{unique}"
-    port = free_ports(1)[0]
-    server = subprocess.Popen(
-        [
-            shutil.which("redis-server"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--requirepass",
-            password,
-        ],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not redis_ping(port) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with password_redis(password) as port:
         settings = make_settings(endpoints, unique, {})
         settings["redis"]["url"] = f"redis://127.0.0.1:{port}/0"
         record = {"event_id": "e1", "plugin": "echo", "kind": "echo", "key": "k1", "body": {"id": "e1"}}
@@ -205,9 +185,6 @@ def test_tail_and_get_authenticate_with_the_redis_password(endpoints, unique, tm
         got = cli(settings, tmp_path, "get", "echo", "k1")
         assert got.returncode == 0 and json.loads(got.stdout)["event_id"] == "e1"
         assert password not in tailed.stderr + got.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_produce_and_dead_letters_authenticate_with_sasl(unique, tmp_path: Path) -> None:

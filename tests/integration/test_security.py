@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
 import pytest
 import redis
-from harness import WorkerProcess, create_topics, make_settings, playback, produce, read_topic
+from harness import WorkerProcess, create_topics, make_settings, password_redis, playback, produce, read_topic
 
-from streamproc.dev.stack import LocalStack, free_ports, redis_ping
+from streamproc.dev.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
 PICKLE_LOADERS = re.compile(r"\btorch\.load\(|\bpickle\.loads?\(|\bjoblib\.load\(|\bnp\.load\([^)]*allow_pickle=True")
@@ -40,52 +37,32 @@ def test_redis_auth_works_and_no_secret_reaches_the_logs(unique, tmp_path: Path,
     password, sasl_secret = f"pw-{unique}-redis", f"pw-{unique}-kafka"
     stack = LocalStack(tmp_path / "sasl-stack", sasl_users={"streamproc": sasl_secret})
     info = stack.up(lambda message: None)
-    port = free_ports(1)[0]
-    server = subprocess.Popen(
-        [
-            shutil.which("redis-server"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--requirepass",
-            password,
-        ],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     try:
-        deadline = time.monotonic() + 10
-        while not redis_ping(port) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        sasl = SimpleNamespace(kafka_bootstrap=info.sasl_bootstrap, redis_url=f"redis://127.0.0.1:{port}/0")
-        settings = make_settings(sasl, unique, {}, enabled_plugins=["echo"], log_level="DEBUG")
-        settings["redis"]["password"] = password
-        settings["kafka"].update(
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism="PLAIN",
-            sasl_username="streamproc",
-            sasl_password=sasl_secret,
-        )
-        create_topics(info.kafka_bootstrap, settings["kafka"]["input_topics"].values())  # the plain listener
-        worker = WorkerProcess(settings, tmp_path, test_plugins_path).start()
-        try:
-            produce(info.kafka_bootstrap, f"{unique}-playback", [playback("s1", "u1", "7")])
-            read_topic(info.kafka_bootstrap, f"{unique}-out-echo", 1)
-            _, metrics = worker.http("/metrics")
-        finally:
-            worker.terminate()
-        client = redis.Redis(port=port, password=password)
-        assert client.get(f"t:{unique}:latest:echo:u1") is not None, "the result went through AUTH"
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port).get("x")
-        exposed = worker.log_path.read_text() + metrics
-        assert password not in exposed and sasl_secret not in exposed
+        with password_redis(password) as port:
+            sasl = SimpleNamespace(kafka_bootstrap=info.sasl_bootstrap, redis_url=f"redis://127.0.0.1:{port}/0")
+            settings = make_settings(sasl, unique, {}, enabled_plugins=["echo"], log_level="DEBUG")
+            settings["redis"]["password"] = password
+            settings["kafka"].update(
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="PLAIN",
+                sasl_username="streamproc",
+                sasl_password=sasl_secret,
+            )
+            create_topics(info.kafka_bootstrap, settings["kafka"]["input_topics"].values())  # the plain listener
+            worker = WorkerProcess(settings, tmp_path, test_plugins_path).start()
+            try:
+                produce(info.kafka_bootstrap, f"{unique}-playback", [playback("s1", "u1", "7")])
+                read_topic(info.kafka_bootstrap, f"{unique}-out-echo", 1)
+                _, metrics = worker.http("/metrics")
+            finally:
+                worker.terminate()
+            client = redis.Redis(port=port, password=password)
+            assert client.get(f"t:{unique}:latest:echo:u1") is not None, "the result went through AUTH"
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(port=port).get("x")
+            exposed = worker.log_path.read_text() + metrics
+            assert password not in exposed and sasl_secret not in exposed
     finally:
-        server.terminate()
-        server.wait()
         stack.down()
 
 

@@ -1,11 +1,11 @@
 """What the page shows, in memory and bounded: one card per input, dead letters, figures.
 
 A card gathers the results of one input entity: an upload (``uploads``: its image, tags,
-artwork, translation), an audio clip (``audio``: its player, transcript, translation), a
-user's recommendations in one catalogue (``users``: the list and the history that made
-it), or the latest result of any other kind (``other``). Each section keeps its
-``SECTION_LIMITS`` most recently changed cards; dead letters keep the last
-``DEAD_LETTER_LIMIT``. Every change takes the next change number (``seq``), so a browser
+detected objects, artwork, enhanced images, translation), an audio clip (``audio``: its
+player, transcript, translation), a user's recommendations in one catalogue (``users``:
+the list and the history that made it), or the latest result of any other kind
+(``other``). Each section keeps its ``SECTION_LIMITS`` most recently changed cards; dead
+letters keep the last ``DEAD_LETTER_LIMIT``. Every change takes the next change number (``seq``), so a browser
 asks for what changed since the number it has: however many results arrive between two
 updates, one update holds at most the bounded board.
 """
@@ -13,6 +13,7 @@ updates, one update holds at most the bounded board.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections import OrderedDict, deque
@@ -27,6 +28,10 @@ SECTION_LIMITS = {"uploads": 24, "audio": 12, "users": 24, "other": 24}
 DEAD_LETTER_LIMIT = 100
 HISTORY_SHOWN = 10
 ITEMS_SHOWN = 10
+IMAGES_SHOWN = 8
+MAX_IMAGE_CHARS = 1_000_000
+"""A result's inline image longer than this (base64) is not sent to the page, only counted."""
+OBJECTS_SHOWN = 20
 MAX_TEXT = 2000
 BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 DEAD_LETTER_FIELDS = ("event_id", "event_type", "stage", "plugin", "topic", "partition", "offset", "refused_ts")
@@ -126,7 +131,7 @@ class Board:
 
     def _place(self, kind: str, key: str, event_id: str, body: Mapping[str, Any]) -> tuple[str, str]:
         """The section and card id a result goes to."""
-        if kind in ("tags", "artwork"):
+        if kind in ("tags", "artwork", "enhance", "objects"):
             return "uploads", key
         if kind == "transcript":
             return "audio", key
@@ -185,13 +190,22 @@ def _part(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
             "tags": [{"name": _text(t.get("name") or t.get("label")), "p": t.get("probability")} for t in tags[:5]],
         }
     if kind == "artwork":
-        images = body.get("images") if isinstance(body.get("images"), list) else []
-        fmt = "png" if body.get("format", "png") == "png" else "jpeg"
+        return {"category": _text(body.get("category")), "seed": body.get("seed"), **_images(body)}
+    if kind == "enhance":
         return {
+            "source": _text(body.get("source")),
+            "scale": _number(body.get("scale")),
+            "width": _number(body.get("width")),
+            "height": _number(body.get("height")),
             "category": _text(body.get("category")),
-            "seed": body.get("seed"),
-            "images": [f"data:image/{fmt};base64,{i}" for i in images[:8] if isinstance(i, str) and BASE64.match(i)],
+            **_images(body),
         }
+    if kind == "objects":
+        width, height = _number(body.get("width")), _number(body.get("height"))
+        found = body.get("objects") if isinstance(body.get("objects"), list) else []
+        drawable = (width or 0) > 0 and (height or 0) > 0
+        objects = [shown for shown in map(_object, found) if shown is not None] if drawable else []
+        return {"width": width, "height": height, "found": len(objects), "objects": objects[:OBJECTS_SHOWN]}
     if kind == "transcript":
         return {
             key: body.get(key) if key in ("rejected", "confidence", "duration_s") else _text(body.get(key))
@@ -219,6 +233,44 @@ def _part(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
             ],
         }
     return {"json": _text(json.dumps(body, ensure_ascii=False, default=str))}
+
+
+def _images(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A body's ``images`` (base64, ``format`` png or jpeg) as ``data:`` URLs, at most
+    ``IMAGES_SHOWN``; what is not base64 never becomes a source, and images longer than
+    ``MAX_IMAGE_CHARS`` are left out and counted in ``images_left_out``."""
+    images = body.get("images") if isinstance(body.get("images"), list) else []
+    fmt = "png" if body.get("format", "png") == "png" else "jpeg"
+    valid = [i for i in images[:IMAGES_SHOWN] if isinstance(i, str) and BASE64.match(i)]
+    kept = [f"data:image/{fmt};base64,{i}" for i in valid if len(i) <= MAX_IMAGE_CHARS]
+    return {"images": kept, "images_left_out": len(valid) - len(kept)}
+
+
+def _object(found: Any) -> dict[str, Any] | None:
+    """One detected object (``label``, ``score``, ``box`` [x0, y0, x1, y1] in the upload's
+    pixels) as the page draws it, or ``None`` without a box of four numbers. A rejected
+    box (``rejected`` true, or ``in_distribution`` false as the tagger says it) keeps its
+    reason (``reason`` or ``rejected_reason``)."""
+    if not isinstance(found, Mapping):
+        return None
+    box = found.get("box")
+    if not (isinstance(box, list) and len(box) == 4 and all(_number(v) is not None for v in box)):
+        return None
+    rejected = found.get("rejected") is True or found.get("in_distribution") is False
+    return {
+        "label": _text(found.get("label")),
+        "score": _number(found.get("score")),
+        "box": box,
+        "rejected": rejected,
+        "reason": _text(found.get("reason") or found.get("rejected_reason")) if rejected else None,
+    }
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` when it is a finite number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _text(value: Any) -> str | None:

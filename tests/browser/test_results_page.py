@@ -1,6 +1,6 @@
 """The live results page in a real browser, against the real stack and a running worker.
 
-One worker with the five bundled plugins takes the demo's events (every type, the bad
+One worker with the seven bundled plugins takes the demo's events (every type, the bad
 ones, the out-of-scope ones); ``streamproc ui`` serves the page; headless Chromium shows
 it. A second page takes a flood of results straight into its own feeds to show the page
 stays responsive at thousands of results per second.
@@ -9,6 +9,9 @@ stays responsive at thousands of results per second.
 from __future__ import annotations
 
 import asyncio
+import base64
+import inspect
+import io
 import json
 import os
 import subprocess
@@ -26,10 +29,10 @@ import pytest
 import redis
 import yaml
 from harness import WorkerProcess, create_topics, make_settings, password_redis, produce, read_topic, wait_for
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from streamproc.config import Settings
-from streamproc.dev.demo_events import demo_records
+from streamproc.dev.demo_events import demo_records, several_items
 from streamproc.dev.stack import free_ports
 from streamproc.ops.health import HealthServer
 from streamproc.ops.metrics import Metrics
@@ -38,7 +41,7 @@ from streamproc.ui.board import SECTION_LIMITS
 
 pytestmark = pytest.mark.integration
 
-BUNDLED = ("recommender", "tagger", "translator", "speech", "artwork")
+BUNDLED = ("recommender", "tagger", "translator", "speech", "artwork", "enhancer", "detector")
 RESULTS_BOUND_S = 150
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "ui.png"
 MAX_SCREENSHOT_HEIGHT = 3600
@@ -53,6 +56,8 @@ class Page:
     process: subprocess.Popen[bytes]
     produced_at: float = 0.0
     """``time.monotonic()`` when the events were sent."""
+    pictures: tuple[str, ...] = ()
+    """The upload ids whose image is the demo's picture of several items."""
 
 
 def start_ui(settings: dict[str, Any], workdir: Path) -> Page:
@@ -105,6 +110,8 @@ def live(endpoints: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         for record in demo_records(16, bad=True):
             topic = topics.get(record.event_type, topics["playback"])
             by_topic.setdefault(topic, []).append((record.key, record.value))
+            if record.event_type == "upload" and _is_several_items_picture(json.loads(record.value)):
+                page.pictures += (json.loads(record.value)["upload_id"],)
         page.produced_at = time.monotonic()
         for topic, records in by_topic.items():
             produce(endpoints.kafka_bootstrap, topic, records)
@@ -114,8 +121,19 @@ def live(endpoints: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         stop(page.process)
 
 
-def shown(browser: Any, script: str) -> Any:
-    return browser.execute_script(script)
+def _is_several_items_picture(upload: dict[str, Any]) -> bool:
+    """Whether a demo upload's image is ``several_items``'s square (single items are
+    smaller; the corrupt image of the bad events does not decode)."""
+    side = inspect.signature(several_items).parameters["side"].default
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(upload.get("image", "")))) as image:
+            return image.size == (side, side)
+    except UnidentifiedImageError:
+        return False
+
+
+def shown(browser: Any, script: str, *arguments: Any) -> Any:
+    return browser.execute_script(script, *arguments)
 
 
 def test_every_bundled_plugins_results_appear_on_the_page_within_the_bound(browser: Any, live: Page) -> None:
@@ -143,6 +161,39 @@ def test_uploads_show_their_image_tags_and_artwork_that_decodes(browser: Any, li
     rejected = "return [...document.querySelectorAll('.part-tags .rejected')].map(e => e.textContent)"
     wait_for(lambda: shown(browser, rejected), 60, "the tagger's rejection of the noise photo")
     assert all(text.startswith("rejected: ") and len(text) > len("rejected: ") for text in shown(browser, rejected))
+
+
+def test_enhanced_images_decode_at_their_scale_beside_their_input(browser: Any, live: Page) -> None:
+    browser.get(live.url)
+    widths = "return [...document.querySelectorAll('.part-enhance[data-source={}] img.enhanced')].filter(i => i.complete && i.naturalWidth > 0).map(i => i.naturalWidth)"  # noqa: E501
+    wait_for(lambda: shown(browser, widths.format("artwork")), RESULTS_BOUND_S, "enhanced artwork decoded")
+    assert min(shown(browser, widths.format("artwork"))) >= 112, "artwork reaches users at 112 px or more"
+    pairs = """return [...document.querySelectorAll('.part-enhance[data-source=upload] .pair')]
+        .map(p => [p.querySelector('img.enhance-input'), p.querySelector('img.enhanced')])
+        .filter(([i, o]) => i && o && i.complete && o.complete && i.naturalWidth > 0 && o.naturalWidth > 0)
+        .map(([i, o]) => [i.naturalWidth, o.naturalWidth, Number(o.dataset.scale)])"""
+    wait_for(lambda: shown(browser, pairs), 60, "an enhanced upload decoded beside its input")
+    for input_width, output_width, scale in shown(browser, pairs):
+        assert scale in (2, 4) and output_width == input_width * scale
+
+
+def test_a_picture_of_several_items_shows_labelled_boxes_over_it(browser: Any, live: Page) -> None:
+    assert live.pictures, "the demo sends pictures of several items"
+    browser.get(live.url)
+    boxes = """return [...document.querySelectorAll('#section-uploads [data-card-id]')]
+        .filter(c => arguments[0].includes(c.dataset.cardId))
+        .flatMap(c => [...c.querySelectorAll('.part-objects .detections')])
+        .filter(f => f.querySelector('img.detected-image')?.naturalWidth > 0)
+        .flatMap(f => [...f.querySelectorAll('.box')].map(b => {
+          const [box, frame] = [b.getBoundingClientRect(), f.getBoundingClientRect()];
+          return [b.textContent, box.width > 0 && box.height > 0 && box.left >= frame.left - 1
+            && box.top >= frame.top - 1 && box.right <= frame.right + 1 && box.bottom <= frame.bottom + 1];
+        }))"""
+    found = f"boxes on the pictures {live.pictures}"
+    wait_for(lambda: shown(browser, boxes, list(live.pictures)), RESULTS_BOUND_S, found)
+    for label, inside in shown(browser, boxes, list(live.pictures)):
+        number, name = label.split(" ", 1)
+        assert number.isdigit() and name and inside, f"box {label!r} is numbered, labelled and on the picture"
 
 
 def test_audio_cards_play_the_clip_and_show_transcript_and_translation(browser: Any, live: Page) -> None:
@@ -236,7 +287,9 @@ def test_the_page_screenshot_is_written_for_the_docs(browser: Any, live: Page, t
     so that a test run leaves the clone unchanged)."""
     screenshot = SCREENSHOT if os.environ.get("STREAMPROC_UPDATE_DOCS") == "1" else tmp_path / "ui.png"
     browser.get(live.url)
-    wait_for(lambda: shown(browser, "return document.querySelectorAll('img.artwork').length") > 0, 60, "artwork")
+    for selector in ("img.artwork", "img.enhanced", ".part-objects .box"):
+        found = f"return document.querySelectorAll('{selector}').length"
+        wait_for(lambda found=found: shown(browser, found) > 0, 60, selector)
     time.sleep(1.0)  # one more update: figures and images settle
     window = browser.get_window_size()
     for _ in range(3):  # the whole page, as tall as it is once laid out at that size

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from streamproc.records import ResultRecord
-from streamproc.ui.board import DEAD_LETTER_LIMIT, SECTION_LIMITS, Board
+from streamproc.ui.board import DEAD_LETTER_LIMIT, MAX_IMAGE_CHARS, OBJECTS_SHOWN, SECTION_LIMITS, Board
 from streamproc.ui.media import Media, MediaCache, content_type
 from streamproc.ui.stats import BUCKET_S, WINDOW_BUCKETS, PluginStats
 
@@ -122,3 +122,59 @@ def test_an_upload_image_is_read_from_an_input_events_base64() -> None:
     media_handler(board, ConsumerRecord("t", 0, 0, 0, 0, b"up1", value, None, 0, len(value), []))
     media = board.media.get("uploads", "up1")
     assert media is not None and media.data == PNG and media.event_id == "e1"
+
+
+def test_enhanced_images_join_their_uploads_card_with_scale_and_size() -> None:
+    board = Board()
+    board.add_result(record("artwork", "up1", "e1", {"category": "dress", "seed": 9, "images": ["iVBORw0KGgo="]}))
+    body = {"source": "artwork", "scale": 4, "width": 112, "height": 112, "category": "dress", "images": ["iVBO"]}
+    board.add_result(record("enhance", "up1", "e1", body, "enhancer"))
+    (card,) = board.changes_since(0)["cards"]
+    assert card["section"] == "uploads" and set(card["parts"]) == {"artwork", "enhance"}
+    enhanced = card["parts"]["enhance"]
+    assert (enhanced["source"], enhanced["scale"], enhanced["width"], enhanced["height"]) == ("artwork", 4, 112, 112)
+    assert enhanced["images"] == ["data:image/png;base64,iVBO"] and enhanced["images_left_out"] == 0
+
+
+def test_an_image_too_long_for_the_page_is_counted_not_sent() -> None:
+    board = Board()
+    body = {"source": "upload", "scale": 2, "images": ["A" * (MAX_IMAGE_CHARS + 4), "iVBO", "not base64!"]}
+    board.add_result(record("enhance", "up1", "e1", body, "enhancer"))
+    (card,) = board.changes_since(0)["cards"]
+    assert card["parts"]["enhance"]["images"] == ["data:image/png;base64,iVBO"]
+    assert card["parts"]["enhance"]["images_left_out"] == 1
+
+
+def test_detections_keep_label_score_box_and_a_rejected_boxs_reason() -> None:
+    board = Board()
+    objects = [
+        {"label": "bag", "score": 0.91, "box": [4.0, 8.0, 50.5, 60.0]},
+        {"label": "dress", "score": 0.4, "box": [60, 8, 100, 70], "rejected": True, "reason": "not clothing"},
+        {"label": "coat", "score": 0.5, "box": [1, 2, 3, 4], "in_distribution": False, "rejected_reason": "noise"},
+        {"label": "shirt", "score": 0.8, "box": [1, 2, 3]},
+    ]
+    written = record("objects", "up1", "e1", {"objects": objects, "width": 160, "height": 120}, "detector")
+    written["body"]["objects"].append({"label": "shirt", "box": [1, 2, 3, float("nan")]})  # JSON a feed may hold
+    board.add_result(written)
+    (card,) = board.changes_since(0)["cards"]
+    shown = card["parts"]["objects"]
+    assert card["section"] == "uploads" and (shown["width"], shown["height"], shown["found"]) == (160, 120, 3)
+    assert shown["objects"][0] == {
+        "label": "bag",
+        "score": 0.91,
+        "box": [4.0, 8.0, 50.5, 60.0],
+        "rejected": False,
+        "reason": None,
+    }
+    assert [(o["rejected"], o["reason"]) for o in shown["objects"][1:]] == [(True, "not clothing"), (True, "noise")]
+
+
+def test_detections_are_bounded_and_need_the_pictures_size_to_be_drawn() -> None:
+    board = Board()
+    many = [{"label": "bag", "score": 0.5, "box": [i, i, i + 5, i + 5]} for i in range(OBJECTS_SHOWN + 5)]
+    board.add_result(record("objects", "up1", "e1", {"objects": many, "width": 200, "height": 200}))
+    board.add_result(record("objects", "up2", "e2", {"objects": many, "height": 200}))
+    first, second = board.changes_since(0)["cards"]
+    assert first["parts"]["objects"]["found"] == OBJECTS_SHOWN + 5
+    assert len(first["parts"]["objects"]["objects"]) == OBJECTS_SHOWN
+    assert second["parts"]["objects"]["objects"] == []

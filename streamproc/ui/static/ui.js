@@ -23,6 +23,10 @@ function percent(p) {
   return typeof p === "number" ? `${(100 * p).toFixed(1)}%` : "";
 }
 
+function leftOut(part) {
+  return part.images_left_out ? el("div", { class: "meta", text: `${part.images_left_out} image(s) too large to show` }) : null;
+}
+
 function footer(part) {
   return el("div", { class: "by", text: `${part.plugin} · ${part.model_version || ""}` });
 }
@@ -37,7 +41,45 @@ const renderers = {
   },
   artwork(part) {
     const images = part.images.map((src) => el("img", { class: "artwork", src, alt: `artwork: ${part.category}` }));
-    return [el("div", { text: `artwork: ${part.category} (seed ${part.seed})` }), el("div", { class: "images" }, images)];
+    return [el("div", { text: `artwork: ${part.category} (seed ${part.seed})` }), el("div", { class: "images" }, images), leftOut(part)];
+  },
+  enhance(part, card) {
+    // Each enhanced image beside its input: the upload's image, or the artwork image it upscaled.
+    const inputs = part.source === "artwork" ? (card.parts.artwork || {}).images || [] : [card.media];
+    const pairs = part.images.map((src, i) => el("div", { class: "pair" }, [
+      inputs[i] ? el("figure", {}, [
+        el("img", { class: "enhance-input", src: inputs[i], alt: "input" }), el("figcaption", { text: "input" }),
+      ]) : null,
+      el("figure", {}, [
+        el("img", { class: "enhanced", src, alt: `enhanced x${part.scale}`, "data-scale": part.scale }),
+        el("figcaption", { text: `×${part.scale}` }),
+      ]),
+    ]));
+    const what = `${part.source}${part.category ? ` (${part.category})` : ""} ×${part.scale} → ${part.width}×${part.height}`;
+    return [el("div", { class: "meta", text: what }), ...pairs, leftOut(part)];
+  },
+  objects(part, card) {
+    // The upload's image with each box drawn where the detector found it (boxes are in the
+    // upload's pixels: placed in percent of its width and height).
+    const frame = el("div", { class: "detections" }, [
+      card.media ? el("img", { class: "detected-image", src: card.media, alt: `upload ${card.key}` }) : null,
+    ]);
+    frame.style.aspectRatio = `${part.width} / ${part.height}`;
+    const rows = part.objects.map((o, i) => {
+      const [x0, y0, x1, y1] = o.box;
+      const box = el("div", { class: o.rejected ? "box rejected-box" : "box", "data-label": o.label }, [
+        el("span", { class: "box-label", text: `${i + 1} ${o.rejected ? "rejected" : o.label}` }),
+      ]);
+      Object.assign(box.style, {
+        left: `${(100 * x0) / part.width}%`, top: `${(100 * y0) / part.height}%`,
+        width: `${(100 * (x1 - x0)) / part.width}%`, height: `${(100 * (y1 - y0)) / part.height}%`,
+      });
+      frame.append(box);
+      const said = o.rejected ? `rejected (${o.label} ${percent(o.score)}): ${o.reason || "no reason given"}` : `${o.label} ${percent(o.score)}`;
+      return el("li", { class: o.rejected ? "rejected" : null, text: said });
+    });
+    const count = part.found > part.objects.length ? `${part.found} objects, first ${part.objects.length} shown` : `${part.found} objects`;
+    return [frame, el("div", { class: "meta", text: count }), el("ol", { class: "objects" }, rows)];
   },
   transcript(part) {
     const text = part.rejected
@@ -59,17 +101,17 @@ const renderers = {
   },
 };
 
-const KIND_ORDER = ["tags", "artwork", "transcript", "translation", "recommendations"];
+const KIND_ORDER = ["tags", "objects", "artwork", "enhance", "transcript", "translation", "recommendations"];
 
 function kindOrder(kind) {
   const at = KIND_ORDER.indexOf(kind);
   return at < 0 ? KIND_ORDER.length : at;
 }
 
-function renderPart(kind, part) {
+function renderPart(kind, part, card) {
   const render = renderers[kind] || ((p) => [el("pre", { text: p.json })]);
-  return el("div", { class: `part part-${kind}`, "data-kind": kind, "data-plugin": part.plugin },
-    [el("h4", { text: kind }), ...render(part), footer(part)]);
+  return el("div", { class: `part part-${kind}`, "data-kind": kind, "data-plugin": part.plugin, "data-source": part.source },
+    [el("h4", { text: kind }), ...render(part, card), footer(part)]);
 }
 
 function uploadImage(card) {
@@ -86,7 +128,7 @@ function renderCard(card) {
   if (card.media && card.section === "uploads") children.push(uploadImage(card));
   if (card.media && card.section === "audio") children.push(el("audio", { controls: "", preload: "none", src: card.media }));
   const kinds = Object.keys(card.parts).sort((a, b) => kindOrder(a) - kindOrder(b) || a.localeCompare(b));
-  for (const kind of kinds) children.push(renderPart(kind, card.parts[kind]));
+  for (const kind of kinds) children.push(renderPart(kind, card.parts[kind], card));
   if (card.history && card.history.length) {
     children.push(el("div", { class: "history" }, [
       el("h4", { text: "recent history" }),

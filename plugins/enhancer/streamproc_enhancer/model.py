@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 SCALES = (2, 4)
 WEIGHTS_FILE = "enhancer.safetensors"
+BICUBIC_RADIUS = 2
 
 
 class SubPixelSR(nn.Module):
@@ -37,6 +38,9 @@ class SubPixelSR(nn.Module):
         layers += [nn.Conv2d(shrink, features, 1), nn.PReLU(features)]
         layers += [nn.Conv2d(features, scale * scale, 3, padding=1), nn.PixelShuffle(scale)]
         self.body = nn.Sequential(*layers)
+        # input pixels an output pixel depends on, each side: the body's convolutions or bicubic's
+        convolutions = [layer.kernel_size[0] // 2 for layer in layers if isinstance(layer, nn.Conv2d)]
+        self.receptive_radius = max(sum(convolutions), BICUBIC_RADIUS)
         with torch.no_grad():  # start close to bicubic
             layers[-2].weight.mul_(0.1)
             layers[-2].bias.zero_()
@@ -53,6 +57,7 @@ class Enhancer(nn.Module):
         super().__init__()
         self.config = {"features": features, "shrink": shrink, "mapping": mapping}
         self.nets = nn.ModuleDict({f"x{s}": SubPixelSR(s, features, shrink, mapping) for s in SCALES})
+        self.receptive_radius = max(net.receptive_radius for net in self.nets.values())
 
     def upscale(self, y: torch.Tensor, scale: int) -> torch.Tensor:
         """Luma (N, 1, h, w) -> (N, 1, h*scale, w*scale) clamped to [0, 1]."""

@@ -1,20 +1,26 @@
-"""The ``enhancer`` plugin: sub-pixel CNN super-resolution (x2, x4) of small images.
+"""The ``enhancer`` plugin: sub-pixel CNN super-resolution (x2, x4) of images.
 
 It consumes two things (``consumes``, configurable like every route):
 
-- ``upload`` events whose image is a thumbnail (longer side at most
-  ``thumbnail_max_side``): the result is the restored, upscaled PNG. Uploads without
-  image bytes or with a larger image are not for this plugin (``prepare`` -> None).
-  Neither is an upload that requests artwork: the engine publishes one result per
-  plugin and input event (event id + plugin is the idempotency key), and that upload's
-  result is its enhanced artwork, which arrives through the chain.
+- ``upload`` events with image bytes: the result is the restored, upscaled PNG. Uploads
+  without image bytes are not for this plugin (``prepare`` -> None). Neither is an
+  upload that requests artwork: the engine publishes one result per plugin and input
+  event (event id + plugin is the idempotency key), and that upload's result is its
+  enhanced artwork, which arrives through the chain.
 - ``artwork`` results (the artwork generator's output, chained by the router): every
   generated PNG is upscaled, so artwork reaches users at ``min_output_side`` or more.
 
 The scale is ``options.scale`` when set, otherwise the smaller of x2 and x4 that brings
-the image's shorter side to ``min_output_side`` (x4 when neither does). Work is bounded:
-an event whose output would exceed ``max_output_pixels`` is refused (``InvalidInput``
-with the sizes), so one event cannot monopolise the worker.
+the image's shorter side to ``min_output_side`` (x4 when neither does).
+
+Bounds: an event whose outputs would exceed ``max_output_pixels`` is refused
+(``InvalidInput`` with the sizes and the limit), so one event cannot monopolise the
+worker; an upload is refused from its header, before its pixels are decoded, when it
+has more than ``max_output_pixels / scale**2`` pixels at the smallest scale it could get
+(``MediaError`` with the sizes and the limit; artwork images likewise). Images larger than ``tile_side`` are
+upscaled in overlapping tiles blended across the seams (``tiling``: the same output as
+the whole image at once, with bounded memory per pass); tiles of one scale and size from
+every event of a batch share passes of at most ``MAX_TILES_PER_PASS``.
 
 Result body: ``source`` (upload | artwork), ``scale``, ``width``/``height`` of the
 output, ``format`` "png", ``images`` (base64 PNGs: one for an upload, one per artwork
@@ -41,6 +47,12 @@ from streamproc.media import decode_image
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
 from streamproc_enhancer.imaging import compose, luma_tensor
 from streamproc_enhancer.model import SCALES, Enhancer, load_enhancer, shipped_weights_dir
+from streamproc_enhancer.tiling import Tile, blend, tile_grid
+
+BLEND_WIDTH = 4
+"""Input pixels over which neighbouring tiles' weights ramp (beyond twice the receptive radius)."""
+MAX_TILES_PER_PASS = 16
+"""Most tiles in one network pass (bounds the activations' memory: 16 x 128 x 128 x 48 floats)."""
 
 
 class EnhancerOptions(BaseModel):
@@ -52,8 +64,8 @@ class EnhancerOptions(BaseModel):
         None, description="fixed upscaling factor; default: the smallest of 2 and 4 reaching min_output_side"
     )
     min_output_side: int = Field(112, ge=1, le=4096, strict=True, description="shorter output side to reach")
-    thumbnail_max_side: int = Field(
-        256, ge=8, le=1024, strict=True, description="uploads whose longer side is larger are not restored"
+    tile_side: int = Field(
+        128, ge=32, le=1024, strict=True, description="images with a larger side are upscaled in overlapping tiles"
     )
     max_output_pixels: int = Field(
         16 * 512 * 512, ge=1, strict=True, description="refuse an event whose outputs total more pixels"
@@ -109,37 +121,51 @@ class EnhancerPlugin(Plugin):
         self.model_version = self.model.model_version
 
     def prepare(self, event: Event, state: Mapping[str, Any] | None) -> EnhanceJob | None:
-        """The decoded images and scale; ``None`` for uploads without a thumbnail or with
+        """The decoded images and scale; ``None`` for uploads without image bytes or with
         an artwork request (their result comes through the artwork chain).
 
-        Raises ``MediaError`` for undecodable images and ``InvalidInput`` for other event
-        types, artwork bodies without PNG images, or work above ``max_output_pixels``."""
+        Raises ``MediaError`` for undecodable images or uploads refused from their header
+        (see the module docstring) and ``InvalidInput`` for other event types, artwork
+        bodies without PNG images, or work above ``max_output_pixels``."""
         if isinstance(event, UploadEvent):
             if event.image is None or event.artwork is not None:
                 return None
-            image = decode_image(event.image)
-            if max(image.size) > self.options.thumbnail_max_side:
-                return None
-            return self._job("upload", (image,))
+            return self._job("upload", (self._decode(event.image),))
         if isinstance(event, DerivedEvent) and event.type == "artwork":
             return self._job("artwork", self._artwork_images(event.body))
         raise InvalidInput(f"type: the enhancer takes uploads and artwork results, got {event.type!r}")
 
     def infer(self, batch: Sequence[EnhanceJob]) -> list[Enhanced]:
-        """Images of one scale and size go through the network together (one pass each group)."""
-        groups: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
-        for j, job in enumerate(batch):
-            for i, image in enumerate(job.images):
-                groups.setdefault((job.scale, image.height, image.width), []).append((j, i))
-        restored: dict[tuple[int, int], torch.Tensor] = {}
-        for (scale, _, _), members in groups.items():
-            stacked = torch.stack([luma_tensor(batch[j].images[i]) for j, i in members])
-            output = self.model.upscale(self.context.to_device(stacked), scale).float().cpu()
-            restored.update(zip(members, output, strict=True))
-        return [
-            Enhanced(job, tuple(compose(image, restored[j, i], job.scale) for i, image in enumerate(job.images)))
+        """Every image cut into tiles (one tile when it fits ``tile_side``); tiles of one
+        scale and size go through the network together, then each image's tiles are blended."""
+        overlap = 2 * self.model.receptive_radius + BLEND_WIDTH
+        grids = {
+            (j, i): tile_grid(image.height, image.width, self.options.tile_side, overlap)
             for j, job in enumerate(batch)
-        ]
+            for i, image in enumerate(job.images)
+        }
+        groups: dict[tuple[int, int, int], list[tuple[int, int, Tile]]] = {}
+        for (j, i), tiles in grids.items():
+            for tile in tiles:
+                groups.setdefault((batch[j].scale, tile.height, tile.width), []).append((j, i, tile))
+        lumas = {(j, i): luma_tensor(batch[j].images[i]) for j, i in grids}
+        restored: dict[tuple[int, int, Tile], torch.Tensor] = {}
+        for (scale, _, _), members in groups.items():
+            for start in range(0, len(members), MAX_TILES_PER_PASS):
+                chunk = members[start : start + MAX_TILES_PER_PASS]
+                stacked = torch.stack([lumas[j, i][:, t.top : t.bottom, t.left : t.right] for j, i, t in chunk])
+                output = self.model.upscale(self.context.to_device(stacked), scale).float().cpu()
+                restored.update(zip(chunk, output, strict=True))
+        enhanced = []
+        for j, job in enumerate(batch):
+            images = []
+            for i, image in enumerate(job.images):
+                tiles = grids[j, i]
+                outputs = [restored[j, i, tile] for tile in tiles]
+                whole = blend(outputs, tiles, image.height, image.width, job.scale, self.model.receptive_radius)
+                images.append(compose(image, whole, job.scale))
+            enhanced.append(Enhanced(job, tuple(images)))
+        return enhanced
 
     def result(self, event: Event, output: Enhanced) -> Mapping[str, Any]:
         """The upscaled PNGs with scale, size and provenance (see the module docstring)."""
@@ -175,12 +201,16 @@ class EnhancerPlugin(Plugin):
                 return scale
         return SCALES[-1]
 
-    @staticmethod
-    def _artwork_images(body: Mapping[str, Any]) -> tuple[Image.Image, ...]:
+    def _decode(self, data: bytes) -> Image.Image:
+        """The image, refused from its header above the most input pixels any scale allows."""
+        smallest_scale = self.options.scale or SCALES[0]
+        return decode_image(data, max_pixels=self.options.max_output_pixels // smallest_scale**2)
+
+    def _artwork_images(self, body: Mapping[str, Any]) -> tuple[Image.Image, ...]:
         encoded = body.get("images")
         if not isinstance(encoded, list) or not encoded or not all(isinstance(item, str) for item in encoded):
             raise InvalidInput("images: an artwork result needs a non-empty list of base64 PNGs")
         try:
-            return tuple(decode_image(base64.b64decode(item, validate=True)) for item in encoded)
+            return tuple(self._decode(base64.b64decode(item, validate=True)) for item in encoded)
         except binascii.Error:
             raise InvalidInput("images: an artwork image is not valid base64") from None

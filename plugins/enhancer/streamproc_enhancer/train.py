@@ -1,20 +1,26 @@
 """Train the x2 and x4 networks on patches of the ``train`` sources; write weights and card.
 
     python -m streamproc_enhancer.train [--out DIR] [--patches 6000] [--epochs 8] [--threads 2]
+                                        [--scales 2 4] [--init DIR]
 
 A fixed pool of patches is drawn once per scale (seeded): a random crop of a random
 training photograph, a random flip/rotation, degraded as uploads are (bicubic 1/scale;
 Gaussian noise with probability 0.15; JPEG quality 60-95 with probability 0.3). The
 network learns luma: mean squared error against the reference crop, Adam with cosine
 decay.
-Held-out sources are never opened. Writes ``enhancer.safetensors``, ``config.json``
-and the card's training section (``evaluate --write-card`` adds the figures).
+Held-out sources are never opened. Only the networks of ``--scales`` are trained; with
+``--init DIR`` training starts from the weights in DIR (their architecture replaces
+``--features``/``--shrink``/``--mapping``) and the scales not trained keep them, so one
+scale can be trained further alone; the card then records DIR's training section as
+``initialised_from``. Writes ``enhancer.safetensors``, ``config.json`` and the card's
+training section (``evaluate --write-card`` adds the figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +33,7 @@ from torch.nn import functional as F
 
 from streamproc_enhancer.data import SOURCES, Degradation, Photo, degrade, photos, random_crop
 from streamproc_enhancer.imaging import luma_tensor
-from streamproc_enhancer.model import SCALES, WEIGHTS_FILE, Enhancer, shipped_weights_dir
+from streamproc_enhancer.model import SCALES, WEIGHTS_FILE, Enhancer, load_enhancer, shipped_weights_dir
 
 TRANSPOSES = (None, *Image.Transpose)
 
@@ -96,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mapping", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scales", type=int, nargs="+", choices=SCALES, default=list(SCALES), help="scales to train")
+    parser.add_argument("--init", type=Path, default=None, help="start from the weights in this folder")
     return parser
 
 
@@ -107,9 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     started, cpu_started = time.time(), time.process_time()
     references = list(photos("train"))
     print(f"{len(references)} training references from {sorted({p.source for p in references})}", flush=True)
-    model = Enhancer(args.features, args.shrink, args.mapping)
+    model = load_enhancer("cpu", args.init) if args.init else Enhancer(args.features, args.shrink, args.mapping)
+    config = model.config
     final_loss = {}
-    for scale in SCALES:
+    for scale in args.scales:
         pool = patch_pool(references, scale, args.patches, args.lr_side, rng)
         final_loss[f"x{scale}"] = round(fit(model, scale, pool, args.epochs, args.batch, args.lr, args.seed), 7)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -118,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     card = {
         "model": "streamproc-enhancer sub-pixel CNN super-resolution (x2, x4)",
         "architecture": (
-            f"per scale, on luma: Conv5x5 {args.features} PReLU -> Conv1x1 {args.shrink} PReLU -> "
-            f"{args.mapping} x Conv3x3 {args.shrink} PReLU -> Conv1x1 {args.features} PReLU -> "
+            f"per scale, on luma: Conv5x5 {config['features']} PReLU -> Conv1x1 {config['shrink']} PReLU -> "
+            f"{config['mapping']} x Conv3x3 {config['shrink']} PReLU -> Conv1x1 {config['features']} PReLU -> "
             "Conv3x3 scale^2 -> PixelShuffle (x0.25), on (y-0.5)/0.25, added to bicubic upscaling; "
             "chroma: bicubic RGB shifted by the luma correction"
         ),
@@ -132,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
             "split": "whole Debian packages: 'train' sources for training only, 'heldout' sources for evaluation only",
         },
         "training": {
-            "command": "python -m streamproc_enhancer.train",
+            "command": " ".join(["python -m streamproc_enhancer.train", *(argv if argv is not None else sys.argv[1:])]),
+            "scales_trained": [f"x{scale}" for scale in args.scales],
             "degradation": "bicubic 1/scale; Gaussian noise sigma U(0,3) w.p. 0.15; JPEG quality 60-95 w.p. 0.3",
             "seed": args.seed,
             "threads": args.threads,
@@ -150,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         "date": datetime.now(UTC).date().isoformat(),
     }
+    if args.init:
+        card["training"]["initialised_from"] = json.loads((args.init / "model_card.json").read_text())["training"]
     (args.out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {args.out} in {card['training']['wall_time_s']} s")
 

@@ -99,8 +99,35 @@ def test_generated_artwork_reaches_at_least_112_pixels(harness: PluginHarness) -
     assert small["scale"] == 4 and decode(small["images"][0]).size == (112, 112)
 
 
-def test_uploads_that_are_not_thumbnails_or_carry_no_image_are_skipped(harness: PluginHarness) -> None:
-    assert harness.results([upload(photo(300)), upload(None, 1)]) == [None, None]
+def test_uploads_without_image_bytes_are_skipped(harness: PluginHarness) -> None:
+    assert harness.results([upload(None, 1)]) == [None]
+
+
+def test_tiled_upscaling_equals_the_whole_image_at_once_seams_included() -> None:
+    source = photo(300, seed=4).crop((0, 0, 300, 200))
+    whole = PluginHarness.load("enhancer", options={"tile_side": 512, "scale": 4})
+    tiled = PluginHarness.load("enhancer", options={"tile_side": 64, "scale": 4})  # 6 x 4 tiles of 64 px
+    (one,) = whole.results([upload(source)])
+    (pieces,) = tiled.results([upload(source)])
+    assert (pieces["width"], pieces["height"]) == (1200, 800)
+    difference = np.abs(
+        np.asarray(decode(one["images"][0]), dtype=int) - np.asarray(decode(pieces["images"][0]), dtype=int)
+    )
+    assert difference.max() <= 1  # floating-point rounding flips a level at most
+    assert difference.mean() < 0.01
+
+
+def test_a_large_upload_is_enhanced_in_tiles_within_the_output_bound(harness: PluginHarness) -> None:
+    (body,) = harness.results([upload(photo(700))])
+    assert (body["scale"], body["width"], body["height"]) == (2, 1400, 1400)
+
+
+def test_an_upload_over_the_bound_is_refused_from_its_header_before_decoding(harness: PluginHarness) -> None:
+    header = png(Image.new("L", (2100, 2100)))[:33]  # signature and IHDR: 2100 x 2100 pixels
+    truncated = header + b"\0\0\0\x08IDATgarbage!\0\0\0\0"  # its pixels could never be decoded
+    (outcome,) = harness.run([upload(None).model_copy(update={"image": truncated})])
+    assert outcome.failure is not None and outcome.failure.stage == "prepare"
+    assert "2100x2100" in outcome.failure.reason and str(16 * 512 * 512 // 4) in outcome.failure.reason
 
 
 def test_an_upload_requesting_artwork_gets_its_one_result_through_the_artwork_chain(harness: PluginHarness) -> None:
@@ -117,9 +144,9 @@ def test_batch_gives_the_same_pixels_as_one_by_one(harness: PluginHarness) -> No
 
 def test_work_above_the_output_bound_is_refused_with_the_sizes() -> None:
     small = PluginHarness.load("enhancer", options={"max_output_pixels": 10_000})
-    (outcome,) = small.run([upload(photo(64))])
+    (outcome,) = small.run([upload(photo(40))])  # 1,600 pixels decoded, x4 (auto) gives 25,600
     assert outcome.failure is not None and outcome.failure.stage == "prepare"
-    assert "64x64" in outcome.failure.reason and "10000" in outcome.failure.reason
+    assert "40x40" in outcome.failure.reason and "10000" in outcome.failure.reason
 
 
 def test_bad_inputs_are_refused_with_reasons(harness: PluginHarness) -> None:

@@ -248,21 +248,21 @@ def _images(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _object(found: Any) -> dict[str, Any] | None:
     """One detected object (``label``, ``score``, ``box`` [x0, y0, x1, y1] in the upload's
-    pixels) as the page draws it, or ``None`` without a box of four numbers. A rejected
-    box (``rejected`` true, or ``in_distribution`` false as the tagger says it) keeps its
-    reason (``reason`` or ``rejected_reason``)."""
+    pixels) as the page draws it, or ``None`` without a box of four numbers. A box the
+    detector rejected (``in_distribution`` false, as the tagger says it of a whole image)
+    keeps its ``rejected_reason``."""
     if not isinstance(found, Mapping):
         return None
     box = found.get("box")
     if not (isinstance(box, list) and len(box) == 4 and all(_number(v) is not None for v in box)):
         return None
-    rejected = found.get("rejected") is True or found.get("in_distribution") is False
+    rejected = found.get("in_distribution") is False
     return {
         "label": _text(found.get("label")),
         "score": _number(found.get("score")),
         "box": box,
         "rejected": rejected,
-        "reason": _text(found.get("reason") or found.get("rejected_reason")) if rejected else None,
+        "reason": _text(found.get("rejected_reason")) if rejected else None,
     }
 
 

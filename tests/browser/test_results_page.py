@@ -186,14 +186,50 @@ def test_a_picture_of_several_items_shows_labelled_boxes_over_it(browser: Any, l
         .filter(f => f.querySelector('img.detected-image')?.naturalWidth > 0)
         .flatMap(f => [...f.querySelectorAll('.box')].map(b => {
           const [box, frame] = [b.getBoundingClientRect(), f.getBoundingClientRect()];
-          return [b.textContent, box.width > 0 && box.height > 0 && box.left >= frame.left - 1
-            && box.top >= frame.top - 1 && box.right <= frame.right + 1 && box.bottom <= frame.bottom + 1];
+          const inside = box.width > 0 && box.height > 0 && box.left >= frame.left - 1 && box.top >= frame.top - 1
+            && box.right <= frame.right + 1 && box.bottom <= frame.bottom + 1;
+          return [b.textContent, b.classList.contains('rejected-box'), inside];
         }))"""
     found = f"boxes on the pictures {live.pictures}"
     wait_for(lambda: shown(browser, boxes, list(live.pictures)), RESULTS_BOUND_S, found)
-    for label, inside in shown(browser, boxes, list(live.pictures)):
+    drawn = shown(browser, boxes, list(live.pictures))
+    for label, _, inside in drawn:
         number, name = label.split(" ", 1)
         assert number.isdigit() and name and inside, f"box {label!r} is numbered, labelled and on the picture"
+    assert any(not rejected for _, rejected, _ in drawn), f"an item found, not only rejected boxes: {drawn}"
+
+
+def test_a_rejected_box_is_drawn_as_rejected_with_its_reason(browser: Any, endpoints: Any, tmp_path: Path) -> None:
+    """A detector result in the worker's format with one box rejected (``in_distribution``
+    false and ``rejected_reason``, as the detector says it), written into a feed of its own."""
+    name = f"boxes{uuid.uuid4().hex[:8]}"
+    reason = "not like the clothing the model knows: in_distribution_score 0.004"
+    objects = [
+        {"label": "bag", "score": 0.81, "box": [10.0, 10.0, 60.0, 70.0], "in_distribution": True},
+        {
+            "label": "dress",
+            "score": 0.35,
+            "box": [80.0, 20.0, 150.0, 140.0],
+            "in_distribution": False,
+            "rejected_reason": reason,
+        },
+    ]
+    now_ms = int(time.time() * 1000)
+    body = {"objects": objects, "width": 160, "height": 160}
+    made = ResultRecord("scene", "detector", "v1", "objects", "scene-up", now_ms - 30, now_ms, body)
+    client = redis.Redis.from_url(endpoints.redis_url)
+    client.xadd(f"t:{name}:feed:objects", {"record": made.to_json()})
+    page = start_ui(make_settings(endpoints, name, {}), tmp_path)
+    try:
+        browser.get(page.url)
+        boxes = "return [...document.querySelectorAll('.part-objects .box')].map(b => [b.className, b.textContent])"
+        wait_for(lambda: len(shown(browser, boxes)) == 2, 30, "both boxes drawn")
+        assert shown(browser, boxes) == [["box", "1 bag"], ["box rejected-box", "2 rejected"]]
+        listed = "return [...document.querySelectorAll('.part-objects li')].map(li => [li.className, li.textContent])"
+        assert shown(browser, listed) == [["", "bag 81.0%"], ["rejected", f"rejected (dress 35.0%): {reason}"]]
+    finally:
+        stop(page.process)
+        client.delete(f"t:{name}:feed:objects")
 
 
 def test_audio_cards_play_the_clip_and_show_transcript_and_translation(browser: Any, live: Page) -> None:

@@ -149,8 +149,8 @@ def test_detections_keep_label_score_box_and_a_rejected_boxs_reason() -> None:
     board = Board()
     objects = [
         {"label": "bag", "score": 0.91, "box": [4.0, 8.0, 50.5, 60.0]},
-        {"label": "dress", "score": 0.4, "box": [60, 8, 100, 70], "rejected": True, "reason": "not clothing"},
-        {"label": "coat", "score": 0.5, "box": [1, 2, 3, 4], "in_distribution": False, "rejected_reason": "noise"},
+        {"label": "dress", "score": 0.4, "box": [60, 8, 100, 70], "in_distribution": False, "rejected_reason": "noise"},
+        {"label": "coat", "score": 0.5, "box": [1, 2, 3, 4], "in_distribution": True, "in_distribution_score": 0.2},
         {"label": "shirt", "score": 0.8, "box": [1, 2, 3]},
     ]
     written = record("objects", "up1", "e1", {"objects": objects, "width": 160, "height": 120}, "detector")
@@ -166,7 +166,7 @@ def test_detections_keep_label_score_box_and_a_rejected_boxs_reason() -> None:
         "rejected": False,
         "reason": None,
     }
-    assert [(o["rejected"], o["reason"]) for o in shown["objects"][1:]] == [(True, "not clothing"), (True, "noise")]
+    assert [(o["rejected"], o["reason"]) for o in shown["objects"][1:]] == [(True, "noise"), (False, None)]
 
 
 def test_detections_are_bounded_and_need_the_pictures_size_to_be_drawn() -> None:

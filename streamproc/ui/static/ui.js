@@ -67,7 +67,7 @@ const renderers = {
     frame.style.aspectRatio = `${part.width} / ${part.height}`;
     const rows = part.objects.map((o, i) => {
       const [x0, y0, x1, y1] = o.box;
-      const box = el("div", { class: o.rejected ? "box rejected-box" : "box", "data-label": o.label }, [
+      const box = el("div", { class: o.rejected ? "box rejected-box" : "box" }, [
         el("span", { class: "box-label", text: `${i + 1} ${o.rejected ? "rejected" : o.label}` }),
       ]);
       Object.assign(box.style, {

@@ -237,12 +237,18 @@ def decode_event(raw: bytes | None, limits: PayloadLimits = PayloadLimits(), now
     _check_limits(event, limits)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if event.ts > now_ms + limits.max_future_skew_s * 1000:
-        ahead_s = (event.ts - now_ms) / 1000
+        ahead_s = (event.ts - now_ms) // 1000  # integers: a ts of 10**400 overflows a float
         raise InvalidEvent(
-            f"ts: {event.ts} is {ahead_s:.0f} s in the future (more than limits.max_future_skew_s, "
-            f"{limits.max_future_skew_s:.0f} s)"
+            f"ts: {_number_text(event.ts)} is {_number_text(ahead_s)} s in the future "
+            f"(more than limits.max_future_skew_s, {limits.max_future_skew_s:.0f} s)"
         )
     return event
+
+
+def _number_text(number: int) -> str:
+    """An integer for a reason: whole up to 20 digits, else its first digits and its length."""
+    text = str(number)
+    return text if len(text) <= 20 else f"{text[:6]}... ({len(text)} digits)"
 
 
 def _unknown_fields(doc: Mapping[str, Any], model: type[BaseEvent]) -> tuple[str, ...]:

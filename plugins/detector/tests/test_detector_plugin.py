@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from streamproc_detector.boxes import iou_matrix, nms
 from streamproc_detector.scenes import SCENE_SIDE, SceneMaker
-from streamproc_tagger.data import CLASS_LABELS, DATA_DIR
+from streamproc_tagger.data import CLASS_LABELS, DATA_DIR, load_split
 
 from streamproc.errors import ConfigError
 from streamproc.events import UploadEvent
@@ -95,3 +95,53 @@ def test_plugin_keeps_the_contract(scenes: list) -> None:
     events = [upload(scene.pixels, n) for n, scene in enumerate(scenes[:6])]
     report = check_contract(lambda: PluginHarness.load("detector"), events)
     assert report.results == len(events)
+
+
+def test_a_large_upload_is_decoded_reduced_and_its_boxes_stay_in_its_own_pixels(
+    harness: PluginHarness, scenes: list
+) -> None:
+    scene = max(scenes, key=lambda s: len(s.labels))
+    side = 16 * SCENE_SIDE  # decoded reduced by 16 to the model's square
+    large = np.asarray(Image.fromarray(scene.pixels).resize((side, side), Image.Resampling.BICUBIC))
+    fitted = harness.plugin.prepare(upload(large), None)
+    assert fitted is not None and (fitted.width, fitted.height, fitted.factor) == (side, side, 1 / 16)
+    (small, big) = harness.results([upload(scene.pixels, 0), upload(large, 1)])
+    assert (big["width"], big["height"]) == (side, side)
+    small_boxes = torch.tensor([o["box"] for o in small["objects"]]).reshape(-1, 4) * 16
+    big_boxes = torch.tensor([o["box"] for o in big["objects"]]).reshape(-1, 4)
+    assert len(small_boxes) and len(big_boxes)
+    assert iou_matrix(small_boxes, big_boxes).max(dim=1).values.min() > 0.7
+
+
+def noise_upload(seed: int) -> UploadEvent:
+    pixels = np.random.default_rng(seed).integers(0, 256, (SCENE_SIDE, SCENE_SIDE), dtype=np.uint8)
+    return upload(pixels, seed)
+
+
+def test_boxes_found_in_noise_are_rejected_with_the_taggers_reason() -> None:
+    """Uniform noise is no clothing; the detector still fires on it at a low ``min_score``
+    (79 boxes in 4 noise pictures), and the tagger's verdict rejects most of them (57)."""
+    eager = PluginHarness.load("detector", options={"min_score": 0.1})  # so that noise yields boxes
+    bodies = eager.results([noise_upload(seed) for seed in range(4)])
+    found = [box for body in bodies for box in body["objects"]]
+    rejected = [box for box in found if not box["in_distribution"]]
+    print(f"{len(rejected)} of {len(found)} boxes in noise rejected")
+    assert len(found) >= 8 and len(rejected) >= 2 / 3 * len(found)
+    threshold = eager.plugin.options.rejection_threshold
+    for box in rejected:
+        assert box["in_distribution_score"] < threshold
+        assert box["rejected_reason"].startswith("not like the clothing the tagger knows: in_distribution_score")
+
+
+def test_a_clothing_item_on_a_plain_background_is_kept(harness: PluginHarness) -> None:
+    """Ten Fashion-MNIST test items, 40 px on black: the best box of each is found and kept."""
+    items = load_split("test")
+    canvas = np.zeros((SCENE_SIDE, SCENE_SIDE), dtype=np.uint8)
+    kept = 0
+    for n in range(10):
+        canvas[:] = 0
+        canvas[28:68, 28:68] = np.asarray(Image.fromarray(items.images[n, 0].numpy()).resize((40, 40)))
+        (body,) = harness.results([upload(canvas, n)])
+        best = max(body["objects"], key=lambda box: box["score"])
+        kept += best["in_distribution"] and "rejected_reason" not in best
+    assert kept >= 9

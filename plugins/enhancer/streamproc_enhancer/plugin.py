@@ -49,6 +49,9 @@ from streamproc_enhancer.imaging import compose, luma_tensor
 from streamproc_enhancer.model import SCALES, Enhancer, load_enhancer, shipped_weights_dir
 from streamproc_enhancer.tiling import Tile, blend, tile_grid
 
+DEFAULT_MAX_OUTPUT_PIXELS = 1_000_000
+"""At most 3 bytes per pixel in a PNG (RGB, incompressible), 4 in base64: the result body
+stays under the engine's default ``limits.max_result_bytes`` (4 MiB) whatever the image."""
 BLEND_WIDTH = 4
 """Input pixels over which neighbouring tiles' weights ramp (beyond twice the receptive radius)."""
 MAX_TILES_PER_PASS = 16
@@ -68,7 +71,7 @@ class EnhancerOptions(BaseModel):
         128, ge=32, le=1024, strict=True, description="images with a larger side are upscaled in overlapping tiles"
     )
     max_output_pixels: int = Field(
-        16 * 512 * 512, ge=1, strict=True, description="refuse an event whose outputs total more pixels"
+        DEFAULT_MAX_OUTPUT_PIXELS, ge=1, strict=True, description="refuse an event whose outputs total more pixels"
     )
     weights_dir: str | None = Field(None, description="folder with enhancer.safetensors and config.json")
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from streamproc.errors import ConfigError
 from streamproc.events import ArtworkRequest, DerivedEvent, UploadEvent
+from streamproc.records import DEFAULT_MAX_RESULT_BYTES
 from streamproc.testing import PluginHarness, check_contract
 
 
@@ -117,9 +118,11 @@ def test_tiled_upscaling_equals_the_whole_image_at_once_seams_included() -> None
     assert difference.mean() < 0.01
 
 
-def test_a_large_upload_is_enhanced_in_tiles_within_the_output_bound(harness: PluginHarness) -> None:
-    (body,) = harness.results([upload(photo(700))])
-    assert (body["scale"], body["width"], body["height"]) == (2, 1400, 1400)
+def test_the_largest_upload_within_the_bound_fits_the_result_size_limit(harness: PluginHarness) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (500, 500, 3), dtype=np.uint8)  # PNG cannot compress it
+    (outcome,) = harness.run([upload(Image.fromarray(noise, mode="RGB"))])
+    assert outcome.body is not None and (outcome.body["scale"], outcome.body["width"]) == (2, 1000)
+    assert len(outcome.body_json.encode()) < DEFAULT_MAX_RESULT_BYTES
 
 
 def test_an_upload_over_the_bound_is_refused_from_its_header_before_decoding(harness: PluginHarness) -> None:
@@ -127,7 +130,7 @@ def test_an_upload_over_the_bound_is_refused_from_its_header_before_decoding(har
     truncated = header + b"\0\0\0\x08IDATgarbage!\0\0\0\0"  # its pixels could never be decoded
     (outcome,) = harness.run([upload(None).model_copy(update={"image": truncated})])
     assert outcome.failure is not None and outcome.failure.stage == "prepare"
-    assert "2100x2100" in outcome.failure.reason and str(16 * 512 * 512 // 4) in outcome.failure.reason
+    assert "2100x2100" in outcome.failure.reason and str(1_000_000 // 4) in outcome.failure.reason
 
 
 def test_an_upload_requesting_artwork_gets_its_one_result_through_the_artwork_chain(harness: PluginHarness) -> None:

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from streamproc_enhancer.data import Role
 from streamproc_tagger.data import load_split, split_train_validation
+from streamproc_tagger.metrics import wilson_ci
 
 from streamproc.testing import PluginHarness
 from streamproc_detector.boxes import iou_matrix
@@ -40,19 +41,10 @@ GRID = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05)
 MATCH_IOU = 0.5
 
 
-def wilson(hits: int, n: int) -> list[float]:
-    """95% Wilson interval of a proportion ``hits / n``."""
-    if n == 0:
-        return [0.0, 1.0]
-    z, p = 1.96, hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(float(centre - half), 4), round(float(centre + half), 4)]
-
-
 def share(flags: Sequence[bool]) -> dict[str, Any]:
     hits = int(sum(flags))
-    return {"n": len(flags), "rejected": round(hits / max(1, len(flags)), 4), "ci95": wilson(hits, len(flags))}
+    low, high = wilson_ci(hits, len(flags))
+    return {"n": len(flags), "rejected": round(hits / max(1, len(flags)), 4), "ci95": [round(low, 4), round(high, 4)]}
 
 
 def detected(harness: PluginHarness, scenes: Sequence[Scene]) -> tuple[list[dict], list[dict]]:

@@ -208,6 +208,12 @@ class Settings(_Section):
     max_in_flight: int = Field(1024, ge=1, description="events accepted but not yet published, across partitions")
     infer_retries: int = Field(1, ge=0, description="one-by-one retries of items of a failed batch")
     infer_timeout_s: float = Field(60.0, gt=0, description="a batch taking longer fails (hung plugin)")
+    max_abandoned_threads: int = Field(
+        2,
+        ge=1,
+        description="model_processes 0: threads of timed-out batches (a thread cannot be killed) that may still "
+        "run per plugin; at the bound its batches fail at once and /healthz fails",
+    )
     publish_retry_s: float = Field(1.0, gt=0, description="pause between attempts while a sink is down")
     shutdown_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: drain and commit within this bound")
     stall_timeout_s: float = Field(

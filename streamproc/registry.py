@@ -171,6 +171,7 @@ def load_plugins(
             settings.infer_retries,
             options,
             settings.limits.max_result_bytes,
+            settings.max_abandoned_threads,
         )
         if load_models and (stateless_models or is_stateful(found.cls)) and error is None:
             try:

@@ -237,11 +237,16 @@ class StreamprocWorker:
     def _live(self) -> tuple[bool, str]:
         """Alive unless the worker is stuck where it cannot heal alone: records pending with
         none acked (a sink refusing everything), or records waiting in Kafka with none taken
-        (the consuming agent gone), for longer than ``stall_timeout_s``."""
+        (the consuming agent gone), for longer than ``stall_timeout_s``.
+        Not alive either while a plugin's threads of timed-out batches are at
+        ``max_abandoned_threads``: only a restart frees a hung thread."""
         limit = self.settings.stall_timeout_s
         stalled = self.engine.publisher.stalled_s()
         if stalled > limit:
             return False, f"{self.engine.publisher.pending} records pending, none acked for {stalled:.0f} s"
+        for name, runtime in self.runtimes.items():
+            if (refusal := runtime.abandoned.refusal) is not None:
+                return False, f"plugin {name}: {refusal}"
         idle = time.monotonic() - self.engine.last_accept
         if self._lag_total > 0 and idle > limit:
             return False, f"{self._lag_total} records waiting in Kafka, none taken for {idle:.0f} s"

@@ -6,8 +6,10 @@ time on the plugin's own worker thread, so the event loop keeps heartbeats and I
 flowing while the model computes, and the next batch fills while this one runs. At most
 ``max_queue`` items wait: further submitters wait their turn (backpressure that reaches
 the consumer through the in-flight bound), nothing is dropped. A batch that exceeds the
-timeout fails its items (stage ``timeout``); the stuck thread is abandoned and a fresh
-one serves the next batch.
+timeout fails its items (stage ``timeout``); the stuck thread is abandoned (counted in the
+runtime's ``abandoned`` until it returns) and a fresh one serves the next batch. While
+``max_abandoned_threads`` of them still run, the plugin's batches fail at once (stage
+``timeout``, the reason says why) instead of starting another thread.
 
 With a ``ModelProcessPool`` the batches run in the plugin's model processes instead, up
 to one per process at a time; the pool bounds each batch's time itself (a hung process
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from streamproc.engine.model_process import ModelProcessPool
@@ -113,19 +115,25 @@ class MicroBatcher:
     async def _execute(self, batch: list[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]]) -> None:
         items = [(event, state) for event, state, _ in batch]
         loop = asyncio.get_running_loop()
+        work: Future[tuple[list[Outcome], BatchStats]] | None = None
         try:
             if self.pool is not None:
                 outcomes, stats = await loop.run_in_executor(self._executor, self.pool.run_batch, items)
+            elif (refusal := self.runtime.abandoned.refusal) is not None:
+                failure = Outcome(failure=Failure("timeout", refusal))
+                outcomes, stats = [failure] * len(items), BatchStats(errors={"timeout": len(items)})
             else:
-                outcomes, stats = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, self.runtime.run_batch, items), self.timeout_s
-                )
+                work = self._executor.submit(self.runtime.run_batch, items)
+                outcomes, stats = await asyncio.wait_for(asyncio.wrap_future(work), self.timeout_s)
         except TimeoutError:
+            running = self.runtime.abandoned.adopt(work) if work is not None else 0
             log.error(
-                "plugin %s: batch of %d exceeded %.1f s; abandoning its thread",
+                "plugin %s: batch of %d exceeded %.1f s; abandoning its thread (%d of at most %d still running)",
                 self.runtime.name,
                 len(items),
                 self.timeout_s,
+                running,
+                self.runtime.abandoned.limit,
             )
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()

@@ -268,9 +268,10 @@ class Engine:
         )
 
     def update_gauges(self) -> None:
-        """Refresh queue-depth and model-process memory gauges (called periodically)."""
+        """Refresh queue-depth, abandoned-thread and model-process memory gauges (called periodically)."""
         for name, batcher in self.batchers.items():
             self.metrics.queue_depth.labels(name).set(batcher.depth)
+            self.metrics.abandoned_threads.labels(name).set(batcher.runtime.abandoned.running)
         for name, pool in self.pools.items():
             self.metrics.model_process_memory.labels(name).set(sum(pool.rss_bytes()))
 

@@ -5,6 +5,11 @@ model code: prepare each item, run one batched ``infer`` under inference mode (a
 autocast on CUDA), build each result. It never raises: every item ends as a result, a
 skip, or a failure with the stage and reason. A failed batch is retried item by item
 so that one poisonous input does not take its batch-mates with it.
+
+A thread cannot be killed: when a batch outlives ``infer_timeout_s`` in thread mode its
+thread goes on computing, holding a core and its memory, until ``infer`` returns (perhaps
+never). ``AbandonedThreads`` counts those threads per plugin and bounds them; model
+processes (``model_processes``) kill hung work instead.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import contextlib
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,9 @@ from streamproc.records import DEFAULT_MAX_RESULT_BYTES, DeadLetterStage, clean_
 log = logging.getLogger(__name__)
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+DEFAULT_MAX_ABANDONED_THREADS = 2
+"""The default of ``max_abandoned_threads``: per plugin, threads of timed-out batches that may
+still run before the plugin's batches are refused."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,54 @@ class BatchStats:
     infer_s: float = 0.0
     retried: bool = False
     errors: dict[str, int] = field(default_factory=dict)
+
+
+class AbandonedThreads:
+    """The threads of one plugin's timed-out batches that are still running, bounded.
+
+    ``adopt`` takes the work of a batch that exceeded its time: its thread is counted until
+    the work returns (``running``; ``total`` counts every one ever adopted). While
+    ``running`` is at ``limit``, ``refusal`` says why the plugin's next batches must fail
+    without starting another thread; it clears as the threads return. Thread-safe: work
+    returns on its own thread."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_ABANDONED_THREADS) -> None:
+        if limit < 1:
+            raise ValueError(f"max_abandoned_threads must be at least 1, got {limit}")
+        self.limit = limit
+        self.total = 0
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        """Adopted threads whose work has not returned yet."""
+        with self._lock:
+            return self._running
+
+    @property
+    def refusal(self) -> str | None:
+        """``None`` while fewer than ``limit`` threads run; else the reason to refuse a batch."""
+        running = self.running
+        if running < self.limit:
+            return None
+        return (
+            f"not run: {running} threads of timed-out batches still running (max_abandoned_threads {self.limit}); "
+            "batches are refused until they return (model_processes kill hung work instead)"
+        )
+
+    def adopt(self, work: Future[Any]) -> int:
+        """Count ``work``'s thread until ``work`` is done; returns the threads now running."""
+        with self._lock:
+            self._running += 1
+            self.total += 1
+            running = self._running
+        work.add_done_callback(self._returned)
+        return running
+
+    def _returned(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._running -= 1
 
 
 def choose_device(setting: str) -> torch.device:
@@ -145,10 +203,13 @@ class PluginRuntime:
         infer_retries: int,
         options: Mapping[str, Any] | None = None,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        max_abandoned_threads: int = DEFAULT_MAX_ABANDONED_THREADS,
     ) -> None:
         """``options`` are the validated plugin options (default: ``settings.options`` as given);
-        a result body whose JSON exceeds ``max_result_bytes`` fails its event (stage result)."""
+        a result body whose JSON exceeds ``max_result_bytes`` fails its event (stage result);
+        ``max_abandoned_threads`` bounds ``abandoned``, the threads of timed-out batches."""
         self.max_result_bytes = max_result_bytes
+        self.abandoned = AbandonedThreads(max_abandoned_threads)
         self.plugin = plugin
         self.name = plugin.name
         self.produces = plugin.produces

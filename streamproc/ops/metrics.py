@@ -98,6 +98,13 @@ class Metrics:
             ["plugin", "version", "device", "dtype"],
             registry=r,
         )
+        self.abandoned_threads = Gauge(
+            "streamproc_abandoned_threads",
+            "Threads of timed-out batches still running, by plugin (thread mode; at max_abandoned_threads "
+            "the plugin's batches are refused and /healthz fails)",
+            ["plugin"],
+            registry=r,
+        )
         self.model_process_restarts = Counter(
             "streamproc_model_process_restarts_total",
             "Model processes restarted, by plugin and reason (timeout: a hung batch; died: it exited)",
@@ -141,6 +148,7 @@ METRIC_NAMES = (
     "streamproc_queue_depth",
     "streamproc_in_flight_events",
     "streamproc_committed_lag",
+    "streamproc_abandoned_threads",
     "streamproc_model_process_restarts_total",
     "streamproc_model_process_resident_bytes",
     "streamproc_publish_seconds",

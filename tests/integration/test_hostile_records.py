@@ -10,7 +10,8 @@ the event key, random bytes or absent, and headers: none, many, a huge one, repe
 names, values that are not UTF-8, null values. The engine reads no header: a record's
 headers must change nothing about how it ends. A header *name* that is not UTF-8 stops the
 consumer before the engine sees the record (aiokafka decodes names strictly); its test is
-an expected failure until that is fixed.
+an expected failure until that is fixed. A plugin that hangs leaves at most
+``max_abandoned_threads`` threads behind, and health says so.
 """
 
 from __future__ import annotations
@@ -22,13 +23,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 from aiokafka import AIOKafkaProducer
-from harness import WorkerProcess, committed_to_end, create_topics, make_settings, read_topic, wait_for
+from harness import (
+    WorkerProcess,
+    audio,
+    committed_to_end,
+    create_topics,
+    make_settings,
+    produce,
+    read_topic,
+    wait_for,
+)
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
+
+from streamproc.media import encode_wav
 
 pytestmark = pytest.mark.integration
 
@@ -343,5 +356,46 @@ def test_a_header_name_that_is_not_utf8_ends_as_a_result_and_the_worker_goes_on(
         assert worker.proc.poll() is None, f"the worker died:\n{worker.log_tail()}"
         results = read_topic(endpoints.kafka_bootstrap, f"badheader-{unique}-out-echo", 1, 30)
         assert [r["event_id"] for r in results] == ["named"]
+    finally:
+        worker.kill()
+
+
+def test_a_plugin_that_hangs_leaves_at_most_max_abandoned_threads_and_health_says_so(
+    endpoints, tmp_path: Path, test_plugins_path: Path, unique: str
+) -> None:
+    """Thread mode: a hung batch's thread runs on after its timeout. With
+    ``max_abandoned_threads: 1`` the first hung batch leaves one thread; the plugin's next
+    batch is refused at once (a timeout dead letter saying why, committed like any other),
+    ``/healthz`` answers 503 naming the plugin and the gauge counts the thread; once it
+    returns, health is green again and batches run."""
+    hang_s = 15.0
+    name = f"hang-{unique}"
+    worker_settings = make_settings(
+        endpoints,
+        name,
+        {"slow": {"options": {"delay_s": 0.0, "hang_s": hang_s}}},
+        enabled_plugins=["slow"],
+        infer_timeout_s=1.0,
+        max_abandoned_threads=1,
+    )
+    create_topics(endpoints.kafka_bootstrap, worker_settings["kafka"]["input_topics"].values())
+    worker = WorkerProcess(worker_settings, tmp_path, test_plugins_path).start()
+    wav = encode_wav(np.zeros(80, np.float32))
+    topic = worker_settings["kafka"]["input_topics"]["audio"]
+    try:
+        produce(endpoints.kafka_bootstrap, topic, [audio("hang-1", "x1", wav)])
+        wait_for(lambda: worker.http("/healthz")[0] == 503, 30, "/healthz to fail")
+        body = worker.http("/healthz")[1]
+        assert "plugin slow" in body and "max_abandoned_threads 1" in body, body
+        produce(endpoints.kafka_bootstrap, topic, [audio("a-2", "x2", wav)])
+        wait_for(lambda: committed_to_end(endpoints.kafka_bootstrap, worker_settings), 30, "both records committed")
+        letters = {d["event_id"]: d for d in read_topic(endpoints.kafka_bootstrap, f"{name}-dlq", 2, 30)}
+        assert letters["hang-1"]["stage"] == "timeout" and "exceeded" in letters["hang-1"]["reason"]
+        assert letters["a-2"]["stage"] == "timeout" and letters["a-2"]["reason"].startswith("not run:")
+        wait_for(lambda: worker.metric("streamproc_abandoned_threads", plugin="slow") == 1, 10, "the thread counted")
+        wait_for(lambda: worker.http("/healthz")[0] == 200, hang_s + 30, "/healthz green once the thread returned")
+        produce(endpoints.kafka_bootstrap, topic, [audio("a-3", "x3", wav)])
+        assert [r["event_id"] for r in read_topic(endpoints.kafka_bootstrap, f"{name}-out-slow", 1, 30)] == ["a-3"]
+        wait_for(lambda: worker.metric("streamproc_abandoned_threads", plugin="slow") == 0, 10, "the gauge back at 0")
     finally:
         worker.kill()

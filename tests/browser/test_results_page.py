@@ -32,7 +32,7 @@ from harness import WorkerProcess, create_topics, make_settings, password_redis,
 from PIL import Image, UnidentifiedImageError
 
 from streamproc.config import Settings
-from streamproc.dev.demo_events import demo_records, several_items
+from streamproc.dev.demo_events import OUT_OF_SCOPE_PREFIX, demo_records, several_items
 from streamproc.dev.stack import free_ports
 from streamproc.ops.health import HealthServer
 from streamproc.ops.metrics import Metrics
@@ -58,6 +58,8 @@ class Page:
     """``time.monotonic()`` when the events were sent."""
     pictures: tuple[str, ...] = ()
     """The upload ids whose image is the demo's picture of several items."""
+    noise_photo: str = ""
+    """The upload id of the demo's photo of noise (out of scope for every model)."""
 
 
 def start_ui(settings: dict[str, Any], workdir: Path) -> Page:
@@ -112,6 +114,8 @@ def live(endpoints: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
             by_topic.setdefault(topic, []).append((record.key, record.value))
             if record.event_type == "upload" and _is_several_items_picture(json.loads(record.value)):
                 page.pictures += (json.loads(record.value)["upload_id"],)
+            if record.event_id == f"{OUT_OF_SCOPE_PREFIX}noise-photo":
+                page.noise_photo = json.loads(record.value)["upload_id"]
         page.produced_at = time.monotonic()
         for topic, records in by_topic.items():
             produce(endpoints.kafka_bootstrap, topic, records)
@@ -230,6 +234,21 @@ def test_a_rejected_box_is_drawn_as_rejected_with_its_reason(browser: Any, endpo
     finally:
         stop(page.process)
         client.delete(f"t:{name}:feed:objects")
+
+
+def test_the_boxes_found_on_a_photo_of_noise_are_drawn_rejected_with_the_detectors_reason(
+    browser: Any, live: Page
+) -> None:
+    assert live.noise_photo, "the demo sends a photo of noise"
+    browser.get(live.url)
+    card = f"document.querySelector('#section-uploads [data-card-id=\"{live.noise_photo}\"] .part-objects')"
+    wait_for(lambda: shown(browser, f"return {card} !== null"), RESULTS_BOUND_S, "the detector's answer to the noise")
+    boxes = shown(browser, f"return [...{card}.querySelectorAll('.box')].map(b => b.className)")
+    listed = shown(browser, f"return [...{card}.querySelectorAll('li')].map(li => [li.className, li.textContent])")
+    assert boxes, "the detector draws boxes on this noise (its rejection is what this test shows)"
+    assert set(boxes) == {"box rejected-box"} and len(listed) == len(boxes)
+    for kind, text in listed:
+        assert kind == "rejected" and text.startswith("rejected (") and "in_distribution_score" in text
 
 
 def test_audio_cards_play_the_clip_and_show_transcript_and_translation(browser: Any, live: Page) -> None:

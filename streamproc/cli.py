@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
         "--skip",
         type=_skippable_stages,
         metavar="STAGES",
-        help="leave out stages: transport, naive, competent, fair (comma-separated)",
+        help="leave out stages: transport, naive, competent, fair, exactly_once (comma-separated)",
     )
     p.add_argument(
         "--max-other-cores",
@@ -366,7 +366,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args.events, args.keep_stack)
 
 
-SKIPPABLE_STAGES = frozenset({"transport", "naive", "competent", "fair"})
+SKIPPABLE_STAGES = frozenset({"transport", "naive", "competent", "fair", "exactly_once"})
 
 
 def _skippable_stages(text: str) -> frozenset[str]:

@@ -51,7 +51,21 @@ class KafkaSettings(_Section):
     replication_factor: int = Field(1, ge=1, description="replication of topics the worker creates")
     consumer_group: str | None = Field(None, description="consumer group id (default: app_id)")
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="where a new group starts")
-    commit_interval_s: float = Field(1.0, gt=0, description="how often acknowledged offsets are committed")
+    commit_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="how often acknowledged offsets are committed (at_least_once; exactly_once commits "
+        "them in each publication's transaction)",
+    )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: outputs are acknowledged, then offsets committed (a crash may repeat outputs); "
+        "exactly_once: each publication batch's outputs, dead letters and input offsets are one Kafka transaction "
+        "and inputs are read read_committed (docs/reliability.md)",
+    )
+    transaction_timeout_s: float = Field(
+        60.0, gt=0, description="exactly_once: the broker aborts a transaction left open longer than this"
+    )
     stream_buffer_maxsize: int = Field(256, ge=1, description="records buffered per partition before fetching pauses")
     session_timeout_s: float = Field(
         30.0,

@@ -30,6 +30,8 @@ from streamproc.engine.keys import RedisKeys
 from streamproc.engine.runtime import PluginRuntime
 from streamproc.engine.sinks import KafkaSink, RedisSink
 from streamproc.engine.state import KeyedStateStore
+from streamproc.engine.transactions import TransactionalKafkaSink
+from streamproc.eos_transport import EngineCommitsTransport
 from streamproc.kafka_clients import aiokafka_options, ensure_topics, faust_credentials
 from streamproc.ops.health import HealthServer
 from streamproc.ops.metrics import Metrics
@@ -53,12 +55,14 @@ class StreamprocWorker:
         self.runtimes = runtimes
         self.router = build_router(settings, runtimes)
         redis = async_redis(settings.redis)
+        self.group_id = settings.kafka.consumer_group or settings.app_id
+        self.exactly_once = settings.kafka.processing_guarantee == "exactly_once"
         self.engine = Engine(
             settings,
             runtimes,
             self.router,
             RedisSink(redis, settings.redis),
-            KafkaSink(settings.kafka),
+            TransactionalKafkaSink(settings.kafka, self.group_id) if self.exactly_once else KafkaSink(settings.kafka),
             KeyedStateStore(
                 redis,
                 RedisKeys(settings.redis.key_prefix),
@@ -78,7 +82,6 @@ class StreamprocWorker:
         self._assigned = False
         self._lag_total = 0
         self._admin: AIOKafkaAdminClient | None = None
-        self.group_id = settings.kafka.consumer_group or settings.app_id
 
     def topics(self) -> list[str]:
         """Every topic the worker reads or writes."""
@@ -89,7 +92,7 @@ class StreamprocWorker:
     def _build_app(self) -> faust.App:
         k = self.settings.kafka
         app = faust.App(
-            k.consumer_group or self.settings.app_id,  # Faust's app id is the group id
+            self.group_id,  # Faust's app id is the group id
             broker=[f"kafka://{b}" for b in k.bootstrap.split(",")],
             broker_credentials=faust_credentials(k),
             key_serializer="raw",
@@ -107,6 +110,8 @@ class StreamprocWorker:
             store="memory://",
             datadir=Path(tempfile.gettempdir()) / f"streamproc-{k.consumer_group or self.settings.app_id}",
         )
+        if self.exactly_once:  # before anything creates Faust's default transport
+            app.transport = EngineCommitsTransport(app.conf.broker_consumer, app)
         topic = app.topic(*sorted(set(k.input_topics.values())), key_type=bytes, value_type=bytes)
         engine = self.engine
 
@@ -161,12 +166,14 @@ class StreamprocWorker:
         @app.on_partitions_assigned.connect
         async def on_assigned(app: faust.App, assigned: set, **_: object) -> None:
             self._assigned = True
+            await self.engine.kafka_sink.assign((tp.topic, tp.partition) for tp in assigned)
             self._publish_readiness()
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:
             # Faust already waited for every delivered record to be acked; keys may move now.
             self.engine.state.forget_clean()
+            await self.engine.kafka_sink.revoke((tp.topic, tp.partition) for tp in revoked)
             for tp in revoked:
                 for gauge in (self.metrics.consumer_lag, self.metrics.committed_lag):
                     with contextlib.suppress(KeyError):  # no lag recorded for it yet
@@ -237,13 +244,17 @@ class StreamprocWorker:
     def _live(self) -> tuple[bool, str]:
         """Alive unless the worker is stuck where it cannot heal alone: records pending with
         none acked (a sink refusing everything), or records waiting in Kafka with none taken
-        (the consuming agent gone), for longer than ``stall_timeout_s``.
+        (the consuming agent gone), or (exactly_once) a partition still assigned here
+        while another producer fenced its transactions, for longer than ``stall_timeout_s``.
         Not alive either while a plugin's threads of timed-out batches are at
         ``max_abandoned_threads``: only a restart frees a hung thread."""
         limit = self.settings.stall_timeout_s
         stalled = self.engine.publisher.stalled_s()
         if stalled > limit:
             return False, f"{self.engine.publisher.pending} records pending, none acked for {stalled:.0f} s"
+        fenced = self.engine.kafka_sink.fenced_for_s()
+        if fenced > limit:
+            return False, f"a partition's transactions fenced for {fenced:.0f} s and no rebalance took it"
         for name, runtime in self.runtimes.items():
             if (refusal := runtime.abandoned.refusal) is not None:
                 return False, f"plugin {name}: {refusal}"

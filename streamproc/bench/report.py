@@ -43,7 +43,7 @@ def stage_section(workload: Mapping[str, Any], stage: str) -> Mapping[str, Any]:
     """The section of a stage that holds its rate: the fair limit for ``compute`` when it was
     measured, the maximum-throughput run for ``pipeline``."""
     section = workload.get(stage) or {}
-    if stage == "pipeline":
+    if stage in ("pipeline", "exactly_once"):
         return section.get("max") or {}
     if stage == "compute" and (section.get("fair") or {}).get("events_per_s"):
         return section["fair"]
@@ -260,6 +260,7 @@ def summary_text(report: Mapping[str, Any]) -> str:
                 f"{_fmt(acked.get('p50_ms')):>8} {_fmt(acked.get('p95_ms')):>8} {_fmt(acked.get('p99_ms')):>8}  "
                 + ", ".join(means)
             )
+    lines += _guarantee_lines(report)
     lines += _resource_lines(report)
     lines += ["", "targets:"]
     for verdict in report.get("targets") or []:
@@ -268,6 +269,26 @@ def summary_text(report: Mapping[str, Any]) -> str:
             f"{_fmt(verdict['value'])} vs {_fmt(verdict['threshold'])} ({verdict['detail']})"
         )
     return "\n".join(lines) + "\n"
+
+
+def _guarantee_lines(report: Mapping[str, Any]) -> list[str]:
+    """The pipeline at least once and exactly once: maximum events/s and p99 per load."""
+    measured = {n: w for n, w in report["workloads"].items() if w.get("exactly_once")}
+    if not measured:
+        return []
+    header = f"{'workload':<12} {'at least once':>13} {'exactly once':>13} {'ratio':>6}   events/s; p99 ms per load"
+    lines = ["", header]
+    for name, workload in measured.items():
+        once, exactly = stage_rate(workload, "pipeline"), stage_rate(workload, "exactly_once")
+        ratio = exactly / once if once and exactly else None
+        p99s = []
+        for load, phase in ((workload.get("pipeline") or {}).get("latency") or {}).items():
+            eos_phase = ((workload["exactly_once"].get("latency") or {}).get(load)) or {}
+            p99 = (phase.get("acknowledged") or {}).get("p99_ms")
+            eos_p99 = (eos_phase.get("acknowledged") or {}).get("p99_ms")
+            p99s.append(f"{load}%: {_fmt(p99)} -> {_fmt(eos_p99)}")
+        lines.append(f"{name:<12} {_fmt(once):>13} {_fmt(exactly):>13} {_fmt(ratio):>6}   " + "; ".join(p99s))
+    return lines
 
 
 def _resource_lines(report: Mapping[str, Any]) -> list[str]:

@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -454,6 +454,8 @@ def _kafka_stages(
     pipeline = workload["pipeline"]
     for section in [pipeline.get("max") or {}, *(pipeline.get("latency") or {}).values()]:
         _judge(section, before, options)
+    if "exactly_once" not in options.skip and ctx.settings.kafka.processing_guarantee != "exactly_once":
+        _exactly_once_stage(ctx, options, name, plugins, records, workload)
     compute = workload["compute"]
     estimate = float(compute.get("batch1_events_per_s") or compute.get("events_per_s") or 1.0)
     for stage in ("naive", "competent"):
@@ -471,6 +473,32 @@ def _kafka_stages(
             workload[stage] = {"error": f"{type(exc).__name__}: {exc}"}
             _say(f"[{name}] {stage} failed: {exc}")
         _judge(workload[stage], before, options)
+
+
+def _exactly_once_stage(
+    ctx: RunContext,
+    options: BenchOptions,
+    name: str,
+    plugins: list[str],
+    records: list[WorkloadRecord],
+    workload: dict[str, Any],
+) -> None:
+    """The pipeline again under ``processing_guarantee: exactly_once``: what a transaction
+    per publication batch costs, next to the at-least-once pipeline of the same run."""
+    _say(f"[{name}] pipeline under exactly_once ...")
+    kafka = ctx.settings.kafka.model_copy(update={"processing_guarantee": "exactly_once"})
+    eos = replace(ctx, settings=ctx.settings.model_copy(update={"kafka": kafka}))
+    before = _other_cores_before(ctx)
+    try:
+        workload["exactly_once"] = measure_pipeline(
+            eos, name, plugins, records, options.loads, options.duration_s, options.warmup_s, options.workers
+        )
+    except Exception as exc:
+        workload["exactly_once"] = {"error": f"{type(exc).__name__}: {exc}"}
+        _say(f"[{name}] exactly_once pipeline failed: {exc}")
+    section = workload["exactly_once"]
+    for part in [section.get("max") or {}, *(section.get("latency") or {}).values()]:
+        _judge(part, before, options)
 
 
 def _judge(section: dict[str, Any], before: float | None, options: BenchOptions) -> None:

@@ -51,6 +51,7 @@ from aiokafka.errors import (
 
 from streamproc.engine.sinks import KafkaSink, RedisSink
 from streamproc.engine.state import StateWrite
+from streamproc.engine.transactions import PartitionFenced
 from streamproc.records import DeadLetter, ResultRecord, SourceRecord
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ class OrderedPublisher:
                 await self._publish_head(queue)
             except asyncio.CancelledError:
                 raise
+            except PartitionFenced as exc:
+                self._drop_fenced(queue, exc)
             except Exception as exc:  # a bug must neither drop the records nor stop the partition
                 log.exception(
                     "publishing from %s failed; retrying in %.1f s", queue.records[0].source.position, self.retry_s
@@ -229,6 +232,23 @@ class OrderedPublisher:
                 self._on_published(record, publication)
             except Exception:  # metrics only: never worth stopping the partition for
                 log.exception("observing the publication of %s failed", record.source.position)
+        if self._unacked == 0:
+            self._idle.set()
+
+    def _drop_fenced(self, queue: _PartitionQueue, fenced: PartitionFenced) -> None:
+        """Another member owns the partition now (exactly_once): nothing of its queued
+        records was committed, and the new owner processes them again from the committed
+        offset. They are acked without a commit (under exactly_once Faust commits nothing
+        itself), so that Faust can finish the rebalance, and released."""
+        log.warning("dropping %d uncommitted records of %s", len(queue.records), fenced)
+        self._on_failure("kafka", fenced)
+        while queue.records:
+            record = queue.records.popleft()
+            record.ack()
+            self._unacked -= 1
+            self._release(record, Publication())
+            self._on_published(record, Publication())  # acked, nothing published
+        self._last_progress = time.monotonic()
         if self._unacked == 0:
             self._idle.set()
 
@@ -278,12 +298,15 @@ class OrderedPublisher:
                 )
 
     async def _write_kafka(self, records: list[PendingRecord], publications: list[Publication]) -> None:
-        """Send every result and dead letter; retry only the messages that failed. A message
-        Kafka refuses for good (too large for the topic, a topic it may not write) must not
-        stall the partition: a refused result becomes a ``sink`` dead letter of its event,
-        a refused dead letter is sent again without its original bytes (size and SHA-256
-        kept). Only a dead letter refused even so is retried for ever (the DLQ itself is
-        unusable: the commit-stall check reports it)."""
+        """Send every result and dead letter, with the batch's input offset (committed with
+        them under ``exactly_once``); retry what failed. A message Kafka refuses for good
+        (too large for the topic, a topic it may not write) must not stall the partition: a
+        refused result becomes a ``sink`` dead letter of its event, a refused dead letter is
+        sent again without its original bytes (size and SHA-256 kept). Only a dead letter
+        refused even so is retried for ever (the DLQ itself is unusable: the commit-stall
+        check reports it). A transactional sink aborts the whole batch when one message
+        fails, so the whole batch is sent again; otherwise only the failed messages are.
+        Raises ``PartitionFenced`` when this worker may no longer write for the partition."""
         pairs = list(zip(records, publications, strict=True))
         messages = [
             KafkaMessage(topic, result.to_json(), result.key.encode(), pending.source, publication, (topic, result))
@@ -293,30 +316,43 @@ class OrderedPublisher:
         messages += [
             self._letter_message(letter, publication) for _, publication in pairs for letter in publication.dead_letters
         ]
-        while messages:
+        last = records[-1].source
+        partition, next_offset = (last.topic, last.partition), last.offset + 1
+        while True:
             try:
-                failures = await self.kafka_sink.send(messages)
+                failures = await self.kafka_sink.send(messages, partition, next_offset)
+            except PartitionFenced:
+                raise
             except Exception as exc:  # the producer itself failed (not connected, closed)
                 self._on_failure("kafka", exc)
                 await asyncio.sleep(self.retry_s)
                 continue
-            messages = []
-            for message, error in failures:
-                if not is_permanent(error) or (message.letter is not None and message.letter_stripped):
-                    messages.append(message)
-                elif message.result is not None:
-                    messages.append(self._refused_result(message, error))
-                else:
-                    assert message.letter is not None
-                    log.warning(
-                        "kafka refused the dead letter of %s (%r); sending it without its original",
-                        message.letter.source.position,
-                        error,
-                    )
-                    messages.append(self._letter_message(message.letter, message.publication, max_original_bytes=0))
-            if messages:
-                self._on_failure("kafka", failures[0][1])
+            if not failures:
+                return
+            self._on_failure("kafka", failures[0][1])
+            again = {id(message): self._next_attempt(message, error) for message, error in failures}
+            if self.kafka_sink.atomic:
+                messages = [again.get(id(message), message) for message in messages]
+            else:
+                messages = list(again.values())
+            if any(again[id(message)] is message for message, _ in failures):  # the same again: wait first
                 await asyncio.sleep(self.retry_s)
+
+    def _next_attempt(self, message: KafkaMessage, error: BaseException) -> KafkaMessage:
+        """What to send after Kafka refused ``message``: the same message after a transient
+        error; for a permanent refusal, a ``sink`` dead letter instead of a result, or the
+        dead letter without its original bytes."""
+        if not is_permanent(error) or (message.letter is not None and message.letter_stripped):
+            return message
+        if message.result is not None:
+            return self._refused_result(message, error)
+        assert message.letter is not None
+        log.warning(
+            "kafka refused the dead letter of %s (%r); sending it without its original",
+            message.letter.source.position,
+            error,
+        )
+        return self._letter_message(message.letter, message.publication, max_original_bytes=0)
 
     def _letter_message(
         self, letter: DeadLetter, publication: Publication, max_original_bytes: int | None = None

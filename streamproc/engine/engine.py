@@ -197,7 +197,10 @@ class Engine:
         names = [n for n in self.router.plugins_for(event.type) if not skip or n not in skip]
         if not names or depth > MAX_CHAIN_DEPTH:
             return
-        outcomes = await asyncio.gather(*(self.batchers[n].submit(event, states.get(n)) for n in names))
+        if len(names) == 1:  # the common case: no task for gather to wrap the one submission in
+            outcomes = [await self.batchers[names[0]].submit(event, states.get(names[0]))]
+        else:
+            outcomes = await asyncio.gather(*(self.batchers[n].submit(event, states.get(n)) for n in names))
         origin = event.origin if isinstance(event, DerivedEvent) else event
         chained: list[DerivedEvent] = []
         for name, outcome in zip(names, outcomes, strict=True):
@@ -229,8 +232,10 @@ class Engine:
                 input_digest=input_digest(source.value),
             )
             publication.results.append((self.router.output_topic(name), record))
-            chained.append(DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin))
-        await asyncio.gather(*(self._fan_out(d, source, {}, publication, depth + 1) for d in chained))
+            if self.router.plugins_for(runtime.produces):
+                chained.append(DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin))
+        if chained:
+            await asyncio.gather(*(self._fan_out(d, source, {}, publication, depth + 1) for d in chained))
 
     def _observe_batch(self, runtime: PluginRuntime, stats: BatchStats) -> None:
         if stats.size:

@@ -13,7 +13,7 @@ The Redis key layout is ``streamproc.engine.keys.RedisKeys``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
@@ -156,20 +156,45 @@ class KafkaSink:
         makes it 4/3 larger, and the letter's other fields need room too."""
         return max(0, (self.settings.max_message_bytes - DEAD_LETTER_HEADROOM_BYTES) * 3 // 4)
 
-    async def send(self, messages: Sequence[KafkaMessage]) -> list[tuple[KafkaMessage, KafkaError]]:
-        """Send every message and wait for every acknowledgement (``acks=all``). Returns the
-        messages Kafka did not take, each with its error (empty: all acknowledged); raises
-        only when the producer itself fails."""
-        failures: list[tuple[KafkaMessage, KafkaError]] = []
-        sent = []
-        for message in messages:
-            try:
-                sent.append((message, await self.producer.send(message.topic, message.value, key=message.key)))
-            except KafkaError as exc:  # refused before sending: too large, unknown topic name
-                failures.append((message, exc))
-        for message, future in sent:
-            try:
-                await future
-            except KafkaError as exc:
-                failures.append((message, exc))
-        return failures
+    atomic = False
+    """Whether a failed send leaves nothing of the batch visible (a transaction), so the
+    whole batch is sent again; else only the failed messages are."""
+
+    async def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Input partitions assigned to this worker: one producer serves them all here."""
+
+    async def revoke(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Input partitions taken from this worker: nothing to do with one shared producer."""
+
+    def fenced_for_s(self) -> float:
+        """How long a partition still assigned here has been fenced: never, at least once."""
+        return 0.0
+
+    async def send(
+        self, messages: Sequence[KafkaMessage], partition: tuple[str, int], next_offset: int
+    ) -> list[tuple[KafkaMessage, KafkaError]]:
+        """Send the publication batch of input ``partition`` and wait for every
+        acknowledgement (``acks=all``). Returns the messages Kafka did not take, each with its
+        error (empty: all acknowledged); raises only when the producer itself fails. At least
+        once, the input offset (``next_offset``) is not committed here: Faust commits it
+        after the batch's records are acked."""
+        return await send_all(self.producer, messages)
+
+
+async def send_all(
+    producer: AIOKafkaProducer, messages: Sequence[KafkaMessage]
+) -> list[tuple[KafkaMessage, KafkaError]]:
+    """Send every message, then await every acknowledgement; returns the failed ones."""
+    failures: list[tuple[KafkaMessage, KafkaError]] = []
+    sent = []
+    for message in messages:
+        try:
+            sent.append((message, await producer.send(message.topic, message.value, key=message.key)))
+        except KafkaError as exc:  # refused before sending: too large, unknown topic name
+            failures.append((message, exc))
+    for message, future in sent:
+        try:
+            await future
+        except KafkaError as exc:
+            failures.append((message, exc))
+    return failures

@@ -65,6 +65,9 @@ def test_bench_reports_every_stage_latency_batches_cpu_and_memory_for_each_workl
             assert phase["acknowledged"]["p99_ms"] > 0
             assert phase["acknowledged"]["p99_ms"] >= phase["acknowledged"]["p50_ms"]
             assert all(shape["batches"] > 0 for shape in phase["batch_sizes"].values())
+        exactly_once = workload["exactly_once"]  # the same pipeline, a transaction per publication batch
+        assert exactly_once["max"]["completed_events"] == pipeline["events"]
+        assert all(phase["acknowledged"]["p99_ms"] > 0 for phase in exactly_once["latency"].values())
         assert workload["naive"]["cpu_cores"]["naive"] > 0
         assert workload["competent"]["cpu_cores"]["competent"] > 0
         assert pipeline["max"]["loop_ms_per_event"] > 0
@@ -84,6 +87,7 @@ def test_bench_reports_every_stage_latency_batches_cpu_and_memory_for_each_workl
     assert {w for w, _ in verdicts} == {"echo", "counter", "mixed"}
     assert set(verdicts.values()) <= {"PASS", "MISS", "INVALID"}  # INVALID: the test machine was busy
     assert any(word in done.stdout for word in ("PASS", "MISS", "INVALID"))
+    assert "exactly once" in done.stdout
 
     latencies = json.loads((out / "latencies.json").read_text())
     assert all(latencies[name]["50"] for name in report["workloads"])
@@ -95,12 +99,20 @@ def test_bench_pipeline_runs_a_consumer_group_of_several_workers_and_skips_stage
     endpoints, test_plugins_path: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench"
-    options = ["--plugins", "echo", "--no-mixed", "--workers", "2", "--skip", "transport,naive,competent,fair"]
+    options = [
+        "--plugins",
+        "echo",
+        "--no-mixed",
+        "--workers",
+        "2",
+        "--skip",
+        "transport,naive,competent,fair,exactly_once",
+    ]
     _bench(endpoints, test_plugins_path, out, *options, "--events", "200", "--duration", "1.5")
 
     report = json.loads((out / "bench.json").read_text())
     workload = report["workloads"]["echo"]
-    assert not {"transport", "naive", "competent"} & set(workload) and "fair" not in workload["compute"]
+    assert not {"transport", "naive", "competent", "exactly_once"} & set(workload) and "fair" not in workload["compute"]
     pipeline = workload["pipeline"]
     assert pipeline["workers"] == 2
     assert pipeline["max"]["completed_events"] == pipeline["events"] == 200

@@ -6,6 +6,10 @@ mid-stream, lets the worker(s) finish, and audits every event. Recovery time: fr
 end of the fault (restart done) to the first new result. The figures of each run are
 written as JSON to ``$STREAMPROC_RELIABILITY_OUT``. ``STREAMPROC_TEST_FULL=1`` runs
 20,000 events per fault instead of 3,000.
+
+Every fault runs under both processing guarantees. At least once allows duplicates on the
+output topics; exactly once allows none there (read ``read_committed``). Neither allows
+a lost event or a duplicate in a Redis feed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from streamproc.dev.stack import alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+GUARANTEES = ["at_least_once", "exactly_once"]
+both_guarantees = pytest.mark.parametrize("guarantee", GUARANTEES)
+
 K8S_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "config" / "streamproc.yaml"
 
 
@@ -38,12 +45,13 @@ def _run(
     tmp_path: Path,
     test_plugins_path: Path,
     inject: Callable[[list[WorkerProcess], dict[str, Any], PacedProducer], dict[str, float]],
+    guarantee: str,
     kafka: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One fault run; ``kafka`` overrides the workers' Kafka settings."""
+    """One fault run under ``guarantee``; ``kafka`` overrides the workers' Kafka settings."""
     _, info = fault_stack
     settings = settings_for(info.kafka_bootstrap, info.redis_url, name)
-    settings["kafka"].update(kafka or {})
+    settings["kafka"].update(kafka or {}, processing_guarantee=guarantee)
     work = build(name, EVENTS)
     create_topics(info.kafka_bootstrap, settings["kafka"]["input_topics"].values(), partitions=4)
     workers = [WorkerProcess(settings, tmp_path, test_plugins_path).start()]
@@ -63,13 +71,21 @@ def _run(
         for worker in workers:
             worker.kill()
     result = audit(work, info.kafka_bootstrap, info.redis_url, settings["redis"]["key_prefix"])
-    figures = {"fault": name, **result.summary(), "recovery_s": recovery, "run_s": round(elapsed, 1)}
+    figures = {
+        "fault": name,
+        "guarantee": guarantee,
+        **result.summary(),
+        "recovery_s": recovery,
+        "run_s": round(elapsed, 1),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name.split('-')[0]}.json").write_text(json.dumps(figures, indent=2))
+    (RESULTS / f"{name.split('-')[0]}-{guarantee}.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures))
     assert result.lost_total == 0, f"lost: {result.lost}"
     assert not result.wrong_dead_letters, result.wrong_dead_letters[:10]
     assert result.feed_duplicates == 0
+    if guarantee == "exactly_once":
+        assert result.topic_duplicates == 0, "duplicates on output topics (read_committed) under exactly_once"
     assert not result.state_errors, result.state_errors[:10]
     return figures
 
@@ -96,7 +112,10 @@ def kubernetes_membership() -> dict[str, Any]:
     return {"session_timeout_s": config["kafka"]["session_timeout_s"], "group_instance_id": "streamproc-0"}
 
 
-def test_kill_9_three_times_mid_stream_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:
+@both_guarantees
+def test_kill_9_three_times_mid_stream_loses_nothing(
+    fault_stack, unique, tmp_path, test_plugins_path, guarantee
+) -> None:
     """With Kubernetes' settings the restarted worker (the same pod) rejoins as the same static
     member: its partitions come back without waiting for the killed session to expire."""
 
@@ -111,10 +130,13 @@ def test_kill_9_three_times_mid_stream_loses_nothing(fault_stack, unique, tmp_pa
             recovery[f"kill_{n}_to_results_s"] = _first_result_after(workers[-1], 0, killed_at)
         return recovery
 
-    _run(fault_stack, f"kill9-{unique}", tmp_path, test_plugins_path, inject, kubernetes_membership())
+    _run(fault_stack, f"kill9-{unique}", tmp_path, test_plugins_path, inject, guarantee, kubernetes_membership())
 
 
-def test_kafka_broker_restart_mid_stream_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:
+@both_guarantees
+def test_kafka_broker_restart_mid_stream_loses_nothing(
+    fault_stack, unique, tmp_path, test_plugins_path, guarantee
+) -> None:
     stack, _ = fault_stack
 
     def inject(workers, settings, producer) -> dict[str, float]:
@@ -124,10 +146,11 @@ def test_kafka_broker_restart_mid_stream_loses_nothing(fault_stack, unique, tmp_
         baseline = workers[0].metric("streamproc_results_total")
         return {"broker_back_to_results_s": _first_result_after(workers[0], baseline, back_at)}
 
-    _run(fault_stack, f"broker-{unique}", tmp_path, test_plugins_path, inject)
+    _run(fault_stack, f"broker-{unique}", tmp_path, test_plugins_path, inject, guarantee)
 
 
-def test_redis_down_for_20_seconds_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:
+@both_guarantees
+def test_redis_down_for_20_seconds_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path, guarantee) -> None:
     stack, _ = fault_stack
 
     def inject(workers, settings, producer) -> dict[str, float]:
@@ -138,7 +161,7 @@ def test_redis_down_for_20_seconds_loses_nothing(fault_stack, unique, tmp_path, 
         stack.start_redis()
         return {"redis_back_to_results_s": _first_result_after(workers[0], stuck, time.monotonic())}
 
-    _run(fault_stack, f"redis-{unique}", tmp_path, test_plugins_path, inject)
+    _run(fault_stack, f"redis-{unique}", tmp_path, test_plugins_path, inject, guarantee)
 
 
 FSYNC_MARGIN_S = 2.5
@@ -159,8 +182,9 @@ def _published(client: redis.Redis, prefix: str) -> set[tuple[str, str]]:
     return {(kind, r["event_id"]) for kind in set(KINDS.values()) for r in feed(client, prefix, kind)}
 
 
+@both_guarantees
 def test_redis_sigkill_keeps_what_was_acknowledged_before_the_fsync_interval(
-    fault_stack, unique, tmp_path, test_plugins_path
+    fault_stack, unique, tmp_path, test_plugins_path, guarantee
 ) -> None:
     """Redis (append-only file, ``appendfsync everysec``) killed with SIGKILL mid-stream and
     restarted: every result acknowledged more than FSYNC_MARGIN_S before the kill is still
@@ -179,10 +203,13 @@ def test_redis_sigkill_keeps_what_was_acknowledged_before_the_fsync_interval(
         assert before and before <= kept, f"{len(before - kept)} acknowledged results lost by the kill"
         return {"redis_sigkill_to_results_s": _first_result_after(workers[0], stuck, time.monotonic())}
 
-    _run(fault_stack, f"redissigkill-{unique}", tmp_path, test_plugins_path, inject)
+    _run(fault_stack, f"redissigkill-{unique}", tmp_path, test_plugins_path, inject, guarantee)
 
 
-def test_kafka_broker_sigkill_mid_stream_loses_nothing(fault_stack, unique, tmp_path, test_plugins_path) -> None:
+@both_guarantees
+def test_kafka_broker_sigkill_mid_stream_loses_nothing(
+    fault_stack, unique, tmp_path, test_plugins_path, guarantee
+) -> None:
     stack, _ = fault_stack
 
     def inject(workers, settings, producer) -> dict[str, float]:
@@ -193,11 +220,12 @@ def test_kafka_broker_sigkill_mid_stream_loses_nothing(fault_stack, unique, tmp_
         baseline = workers[0].metric("streamproc_results_total")
         return {"broker_sigkill_to_results_s": _first_result_after(workers[0], baseline, back_at)}
 
-    _run(fault_stack, f"brokersigkill-{unique}", tmp_path, test_plugins_path, inject)
+    _run(fault_stack, f"brokersigkill-{unique}", tmp_path, test_plugins_path, inject, guarantee)
 
 
+@both_guarantees
 def test_two_workers_rebalancing_mid_stream_lose_nothing_and_keep_state(
-    fault_stack, unique, tmp_path, test_plugins_path
+    fault_stack, unique, tmp_path, test_plugins_path, guarantee
 ) -> None:
     def inject(workers, settings, producer) -> dict[str, float]:
         _at(producer, 0.3, settings)
@@ -212,4 +240,37 @@ def test_two_workers_rebalancing_mid_stream_lose_nothing_and_keep_state(
             "leave_to_results_s": _first_result_after(workers[1], baseline, left_at),
         }
 
-    _run(fault_stack, f"rebalance-{unique}", tmp_path, test_plugins_path, inject)
+    _run(fault_stack, f"rebalance-{unique}", tmp_path, test_plugins_path, inject, guarantee)
+
+
+def test_a_worker_paused_past_its_session_cannot_commit_and_its_late_writes_are_aborted(
+    fault_stack, unique, tmp_path, test_plugins_path
+) -> None:
+    """Zombie fencing under exactly_once: worker A is stopped (SIGSTOP) with transactions
+    open, B takes its partitions once A's session expired, then A resumes. A's late
+    transactions are fenced (its producers are older than B's): nothing of them is visible
+    read_committed, and A drops its batches instead of committing them."""
+    session_s = 6.0
+
+    def inject(workers, settings, producer) -> dict[str, float]:
+        zombie = workers[0]
+        _at(producer, 0.3, settings)
+        zombie.proc.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        workers.append(WorkerProcess(settings, tmp_path, test_plugins_path).start())
+        taken_over = _first_result_after(workers[1], 0, stopped_at)
+        assert time.monotonic() - stopped_at > session_s, "B published before A's session could expire"
+        zombie.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: "dropping" in zombie.log_path.read_text(), 120, "the resumed zombie to drop its batches")
+        return {"stop_to_takeover_results_s": taken_over}
+
+    figures = _run(
+        fault_stack,
+        f"zombie-{unique}",
+        tmp_path,
+        test_plugins_path,
+        inject,
+        "exactly_once",
+        {"session_timeout_s": session_s},
+    )
+    assert figures["duplicates_on_topics"] == 0

@@ -31,6 +31,7 @@ from streamproc.engine.engine import Engine
 from streamproc.engine.keys import RedisKeys
 from streamproc.engine.runtime import PluginRuntime
 from streamproc.engine.state import KeyedStateStore, StateWrite, _Entry
+from streamproc.engine.transactions import PartitionFenced
 from streamproc.events import Event
 from streamproc.ops.metrics import Metrics
 from streamproc.plugin import Plugin
@@ -74,15 +75,20 @@ class RecordingRedisSink:
 
 @dataclass
 class RecordingKafkaSink:
-    """Records output records and dead letters; fails its first ``failures`` sends, and
-    refuses for good any message larger than ``max_bytes`` or for a topic in ``refused_topics``."""
+    """Records output records, dead letters and committed offsets; fails its first
+    ``failures`` sends, and refuses for good any message larger than ``max_bytes`` or for a
+    topic in ``refused_topics``. ``atomic``: like a transaction, a send with a refused
+    message records nothing and commits no offset."""
 
     failures: int = 0
     max_bytes: int = 1024 * 1024
     refused_topics: tuple[str, ...] = ()
+    atomic: bool = False
+    fenced: tuple[tuple[str, int], ...] = ()
     results: list[tuple[str, ResultRecord]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     letters_json: list[dict[str, Any]] = field(default_factory=list)
+    commits: list[tuple[tuple[str, int], int]] = field(default_factory=list)
     calls: int = 0
     dead_letter_topic: str = "dlq"
     max_original_bytes: int = 4096
@@ -93,23 +99,33 @@ class RecordingKafkaSink:
     async def stop(self) -> None:
         return None
 
-    async def send(self, messages: Sequence[KafkaMessage]) -> list[tuple[KafkaMessage, KafkaError]]:
+    async def send(
+        self, messages: Sequence[KafkaMessage], partition: tuple[str, int], next_offset: int
+    ) -> list[tuple[KafkaMessage, KafkaError]]:
         self.calls += 1
+        if partition in self.fenced:
+            raise PartitionFenced(partition, "fenced by another producer (recording sink)")
         if self.failures:
             self.failures -= 1
             raise KafkaConnectionError("kafka is down (recording sink)")
-        refused = []
+        refused: list[tuple[KafkaMessage, KafkaError]] = []
         for message in messages:
             if len(message.value) > self.max_bytes:
                 refused.append((message, MessageSizeTooLargeError(f"{len(message.value)} bytes")))
             elif message.topic in self.refused_topics:
                 refused.append((message, TopicAuthorizationFailedError(message.topic)))
-            elif message.letter is not None:
+        if refused and self.atomic:
+            return refused
+        for message in messages:
+            if any(message is r for r, _ in refused):
+                continue
+            if message.letter is not None:
                 self.dead_letters.append(message.letter)
                 self.letters_json.append(json.loads(message.value))
             else:
                 assert message.result is not None
                 self.results.append(message.result)
+        self.commits.append((partition, next_offset))
         return refused
 
 
@@ -320,8 +336,9 @@ def test_a_result_body_that_is_not_json_fails_only_its_event_and_plugin() -> Non
     assert run.acked == ["events:0@0"]
 
 
-def test_a_result_kafka_refuses_for_good_becomes_a_sink_dead_letter_instead_of_a_stall() -> None:
-    refusing = RecordingKafkaSink(refused_topics=("streamproc-echo",))
+@pytest.mark.parametrize("atomic", [False, True], ids=["at_least_once", "exactly_once"])
+def test_a_result_kafka_refuses_for_good_becomes_a_sink_dead_letter_instead_of_a_stall(atomic: bool) -> None:
+    refusing = RecordingKafkaSink(refused_topics=("streamproc-echo",), atomic=atomic)
     run = run_engine([record(playback(1), 0), record(playback(2), 1)], ["echo"], kafka=refusing)
     assert run.kafka.results == [] and len(run.redis.results) == 2  # Redis took them
     assert [(d.stage, d.plugin, d.event_id) for d in run.kafka.dead_letters] == [
@@ -403,3 +420,20 @@ def test_another_input_reusing_an_event_id_is_dead_lettered_and_a_replay_is_not(
     assert "already published by echo for another input" in letter.reason
     assert [r.event_id for _, r in run.kafka.results] == ["evt-1", "evt-1"]  # the record and its replay
     assert run.acked == ["events:0@0", "events:0@1", "events:0@2"]
+
+
+def test_each_publication_batch_commits_the_offset_after_its_last_record_with_its_outputs() -> None:
+    records = [record(playback(n), offset=n // 2, partition=n % 2) for n in range(20)]
+    run = run_engine(records, ["echo"], kafka=RecordingKafkaSink(atomic=True))
+    for partition in (0, 1):
+        offsets = [offset for (_, p), offset in run.kafka.commits if p == partition]
+        assert offsets == sorted(offsets) and offsets[-1] == 10  # the next offset to read
+    assert sorted(r.event_id for _, r in run.kafka.results) == sorted(f"evt-{n}" for n in range(20))
+
+
+def test_a_fenced_partition_drops_its_records_unpublished_and_the_other_partitions_go_on() -> None:
+    records = [record(playback(n), offset=n // 2, partition=n % 2) for n in range(20)]
+    run = run_engine(records, ["echo"], kafka=RecordingKafkaSink(atomic=True, fenced=(("events", 1),)))
+    assert sorted(r.event_id for _, r in run.kafka.results) == sorted(f"evt-{n}" for n in range(0, 20, 2))
+    assert {p for p, _ in run.kafka.commits} == {("events", 0)}
+    assert len(run.acked) == 20  # acked so that Faust can finish the rebalance; not committed

@@ -33,6 +33,8 @@ from streamproc.dev.stack import free_ports
 from streamproc.engine.keys import RedisKeys
 
 READY_TIMEOUT_S = 300.0
+PHASE_SLACK_S = 300.0
+"""A paced phase is given up this long after its warm-up and duration (results wait 120 s)."""
 GROUP_SETTLE_S = 30.0
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -353,9 +355,15 @@ async def _pipeline(
         )
         out["latency"] = {}
         for load in loads if rate else ():
-            out["latency"][f"{round(load * 100)}"] = await _paced_phase(
+            phase = _paced_phase(
                 ctx, group, names, settings, topics, plugins, records, load, load * rate, duration_s, warmup_s
             )
+            bound_s = warmup_s + duration_s + PHASE_SLACK_S
+            try:
+                out["latency"][f"{round(load * 100)}"] = await asyncio.wait_for(phase, bound_s)
+            except TimeoutError:  # a stuck client or a lost broker must not hang the whole run
+                out["latency"][f"{round(load * 100)}"] = {"error": f"the phase did not finish within {bound_s:.0f} s"}
+                ctx.say(f"  latency at {load:.0%}: did not finish within {bound_s:.0f} s")
         peaks = group.peak_rss_mb()
         out["peak_rss_mb"] = max(peaks)
         if len(peaks) > 1:

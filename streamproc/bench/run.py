@@ -37,6 +37,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,14 +141,20 @@ def run_bench_command(settings: Settings, options: BenchOptions) -> int:
         info = local.up(_say)
         bootstrap, redis_url = info.kafka_bootstrap, info.redis_url
         stack = local if started else None
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the stack it started is stopped
     try:
         report = run_bench(settings, options, bootstrap, redis_url)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if stack is not None:
             stack.down()
     print(summary_text(report), end="")
     _say(f"results in {options.out}/: bench.json, latencies.json, " + ", ".join(report.get("plots") or []))
     return 0 if report["workloads"] else 1
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def with_bench_defaults(settings: Settings) -> Settings:
@@ -572,9 +579,9 @@ def _code_locations() -> dict[str, str]:
     """Where streamproc and each installed plugin were imported from (which tree was measured)."""
     from importlib.metadata import entry_points
 
-    import streamproc
+    from streamproc import config  # not the package: with editable dev/bench installs it is a namespace
 
-    found = {"streamproc": str(Path(streamproc.__file__).resolve().parent)}
+    found = {"streamproc": str(Path(config.__file__).resolve().parent)}
     for ep in entry_points(group="streamproc.plugins"):
         try:
             module = importlib.import_module(ep.module)

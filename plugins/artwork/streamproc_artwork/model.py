@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 LATENT_DIM = 64
+NATIVE_SIZE = 28
+"""Side in pixels of what the generator draws."""
 NUM_CLASSES = 10
 WEIGHTS_FILE = "generator.safetensors"
 

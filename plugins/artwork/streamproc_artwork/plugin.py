@@ -6,6 +6,12 @@ vectors are drawn on the CPU from a ``torch.Generator`` seeded with the request'
 seed, so a replayed event yields the same images (bit-exact on the same device and
 precision). Uploads without a request are not for this plugin (``prepare`` -> None).
 
+Truthful size: the generator draws at ``NATIVE_SIZE`` (28x28) and by default the PNGs
+are exactly what it drew. An ``image_size`` above 28 is a bilinear upscale, and the
+result says so (``native_size`` 28, ``upscaling`` "bilinear"; "none" at 28): it adds
+pixels, not detail. Larger, sharper images are the enhancer's job (its learned x4
+brings 28 to 112).
+
 Options (``plugins.artwork.options``): the ``ArtworkOptions`` model below.
 """
 
@@ -27,9 +33,9 @@ from streamproc.errors import InvalidInput
 from streamproc.events import Event, UploadEvent
 from streamproc.plugin import BatchPolicy, LoadContext, Plugin
 from streamproc_artwork.data import category_index
-from streamproc_artwork.model import LATENT_DIM, Generator, load_generator, to_uint8
+from streamproc_artwork.model import LATENT_DIM, NATIVE_SIZE, Generator, load_generator, to_uint8
 
-DEFAULT_IMAGE_SIZE = 64
+DEFAULT_IMAGE_SIZE = NATIVE_SIZE
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class ArtworkJob:
 
 @dataclass(frozen=True)
 class Artwork:
-    """A job's output: uint8 images (count, 28, 28), white object on black."""
+    """A job's output: uint8 images (count, NATIVE_SIZE, NATIVE_SIZE), white object on black."""
 
     pixels: np.ndarray
     category: int
@@ -56,7 +62,8 @@ def latents_for(seed: int, count: int) -> torch.Tensor:
 
 
 def encode_png(pixels: np.ndarray, size: int) -> str:
-    """uint8 (28, 28) -> base64 PNG of ``size`` x ``size`` (bilinear upscaling)."""
+    """uint8 (NATIVE_SIZE, NATIVE_SIZE) -> base64 PNG of ``size`` x ``size`` (bilinear
+    upscaling when larger)."""
     image = Image.fromarray(pixels)
     if size != pixels.shape[0]:
         image = image.resize((size, size), Image.Resampling.BILINEAR)
@@ -71,7 +78,11 @@ class ArtworkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_size: int = Field(
-        DEFAULT_IMAGE_SIZE, ge=28, le=256, strict=True, description="PNG side in pixels (28x28 output, upscaled)"
+        DEFAULT_IMAGE_SIZE,
+        ge=NATIVE_SIZE,
+        le=256,
+        strict=True,
+        description="PNG side in pixels: 28 = what the generator draws; larger = a bilinear upscale (labelled)",
     )
     weights_dir: str | None = Field(None, description="folder of generator weights (default: the shipped ones)")
 
@@ -117,13 +128,16 @@ class ArtworkPlugin(Plugin):
         return [Artwork(chunk[:, 0].numpy(), job.category, job.seed) for chunk, job in zip(chunks, batch, strict=True)]
 
     def result(self, event: Event, output: Artwork) -> Mapping[str, Any]:
-        """Base64 PNGs (white object on black), with category, seed and model version."""
+        """Base64 PNGs (white object on black), with category, seed, model version and
+        the truth about their size: ``native_size`` and ``upscaling`` ("none" | "bilinear")."""
         return {
             "category": CLASS_LABELS[output.category],
             "seed": output.seed,
             "format": "png",
             "width": self.image_size,
             "height": self.image_size,
+            "native_size": NATIVE_SIZE,
+            "upscaling": "none" if self.image_size == NATIVE_SIZE else "bilinear",
             "images": [encode_png(pixels, self.image_size) for pixels in output.pixels],
             "model_version": self.model_version,
         }

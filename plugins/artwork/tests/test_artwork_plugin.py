@@ -55,12 +55,13 @@ def test_entry_point_declares_artwork_for_uploads(plugin: Plugin) -> None:
     assert plugin.model_version.startswith("artwork-") and len(plugin.model_version) == 20
 
 
-def test_request_yields_count_grayscale_pngs_of_64x64(harness: PluginHarness, plugin: Plugin) -> None:
+def test_request_yields_count_grayscale_pngs_at_the_native_28x28(harness: PluginHarness, plugin: Plugin) -> None:
     (body,) = generate(harness, [request("bag", count=3)])
     assert body["category"] == "bag" and body["format"] == "png" and len(body["images"]) == 3
+    assert (body["width"], body["height"], body["native_size"], body["upscaling"]) == (28, 28, 28, "none")
     for image in body["images"]:
         pixels = decode(image)
-        assert pixels.shape == (64, 64) and pixels.dtype == np.uint8
+        assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
         assert pixels.std() > 10  # a drawing, not a blank canvas
     assert body["model_version"] == plugin.model_version
 
@@ -115,9 +116,12 @@ def test_upload_without_artwork_request_is_not_for_this_plugin(plugin: Plugin) -
     assert plugin.prepare(event, None) is None
 
 
-def test_image_size_option_sets_the_png_size() -> None:
-    (body,) = generate(PluginHarness.load("artwork", {"image_size": 28}), [request(count=1)])
-    assert decode(body["images"][0]).shape == (28, 28)
+def test_larger_image_size_is_a_bilinear_upscale_labelled_in_the_result(harness: PluginHarness) -> None:
+    (native,) = generate(harness, [request(count=1)])
+    (body,) = generate(PluginHarness.load("artwork", {"image_size": 64}), [request(count=1)])
+    assert (body["width"], body["height"], body["native_size"], body["upscaling"]) == (64, 64, 28, "bilinear")
+    upscaled = Image.fromarray(decode(native["images"][0])).resize((64, 64), Image.Resampling.BILINEAR)
+    assert np.array_equal(decode(body["images"][0]), np.asarray(upscaled))  # the same drawing, more pixels
 
 
 @pytest.mark.parametrize("size", [27, 257, "64", False])

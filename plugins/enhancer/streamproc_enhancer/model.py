@@ -5,7 +5,10 @@ Each ``SubPixelSR`` works on luma in [0, 1] at the low resolution: feature extra
 convolution to ``scale**2`` channels rearranged by ``PixelShuffle`` (ESPCN's sub-pixel
 layer). Input luma is centred and scaled ((y - 0.5) / 0.25); the network predicts the
 residual over bicubic upscaling (scaled by 0.25), so training only has to add the
-missing detail.
+missing detail. Where the input is flat (one value) across the whole receptive field,
+bicubic upscaling is already exact and there is no detail to restore: the residual is
+zeroed there (``flat_mask``), so flat areas (artwork backgrounds, clipped skies) come out
+exactly flat instead of carrying the network's faint constant offsets.
 """
 
 from __future__ import annotations
@@ -47,7 +50,18 @@ class SubPixelSR(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         base = F.interpolate(y, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return base + 0.25 * self.body((y - 0.5) / 0.25)
+        detail = ~flat_mask(y, self.receptive_radius)
+        gate = F.interpolate(detail.to(y.dtype), scale_factor=self.scale, mode="nearest")
+        return base + 0.25 * self.body((y - 0.5) / 0.25) * gate
+
+
+def flat_mask(y: torch.Tensor, radius: int) -> torch.Tensor:
+    """True where every pixel within ``radius`` (a square window, clipped at the image's
+    edges) has the same value: (N, 1, h, w) bool."""
+    window = 2 * radius + 1
+    highest = F.max_pool2d(y, window, stride=1, padding=radius)
+    lowest = -F.max_pool2d(-y, window, stride=1, padding=radius)
+    return highest == lowest
 
 
 class Enhancer(nn.Module):

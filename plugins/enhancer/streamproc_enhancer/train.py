@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
             f"per scale, on luma: Conv5x5 {config['features']} PReLU -> Conv1x1 {config['shrink']} PReLU -> "
             f"{config['mapping']} x Conv3x3 {config['shrink']} PReLU -> Conv1x1 {config['features']} PReLU -> "
             "Conv3x3 scale^2 -> PixelShuffle (x0.25), on (y-0.5)/0.25, added to bicubic upscaling; "
-            "chroma: bicubic RGB shifted by the luma correction"
+            "chroma: bicubic RGB shifted by the luma correction; the residual is zeroed where the input is "
+            "flat across the receptive field (13x13 low-resolution pixels)"
         ),
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": {

@@ -16,9 +16,10 @@ source through the ``Packages`` index), so every text of a held-out package, in 
 binary package built from it, is held out. The split depends on the source package name
 only (SHA-256), and is fixed before any training.
 
-The apt lists are fetched with ``Acquire::Languages { "en"; "es"; };`` and
-``apt-get update`` (see the README); ``LIST_DIR`` is where a copy is kept, because a
-later ``apt-get update`` with the default configuration deletes the translations.
+The apt lists are fetched by ``fetch_lists`` (``apt-get update`` with
+``Acquire::Languages { "en"; "es"; };`` into ``LIST_DIR``, a folder of its own, so that
+the system's lists, and a later ``apt-get update`` that would delete the translations,
+are left alone).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import gzip
 import hashlib
 import re
 import subprocess
+import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +48,21 @@ SHORT_MAX_WORDS = 12
 LONG_MIN_WORDS = 13
 LONG_MAX_WORDS = 60
 MAX_LENGTH_RATIO = 1.8
+REQUIRED_LISTS = (
+    "*_debian_dists_bookworm_main_binary-amd64_Packages*",
+    "*_debian_dists_bookworm_main_i18n_Translation-en*",
+    "*_debian_dists_bookworm_main_i18n_Translation-es*",
+    "*_debian_dists_bookworm_main_dep11_Components-amd64.yml*",
+)
+APT_CONFIG = """#clear Acquire::Languages;
+Acquire::Languages { "en"; "es"; };
+Dir::State::Lists "{lists}";
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+Debug::NoLocking "true";
+"""
+"""apt configuration of ``fetch_lists``: English and Spanish translations (Docker images set
+``Acquire::Languages "none"``), lists in a folder of their own, the system's package cache untouched."""
 
 Kind = Literal["short", "long"]
 
@@ -76,6 +93,30 @@ def is_validation_package(source_package: str) -> bool:
     return HELDOUT_PERCENT <= _bucket(source_package) < HELDOUT_PERCENT + VALIDATION_PERCENT
 
 
+def lists_present() -> bool:
+    """Whether every apt list the corpus reads is in ``LIST_DIR`` or ``APT_LISTS``."""
+    return all(any(any(folder.glob(p)) for folder in (LIST_DIR, APT_LISTS)) for p in REQUIRED_LISTS)
+
+
+def fetch_lists(list_dir: Path | None = None) -> None:
+    """Fetch the apt lists of the configured Debian sources, with their English and Spanish
+    translations, into ``list_dir`` (default ``LIST_DIR``) with ``apt-get update``.
+
+    Needs root (apt drops to its ``_apt`` user to download) and the Debian mirror of
+    ``/etc/apt/sources.list.d``. Raises ``FileNotFoundError`` when a list the corpus reads
+    is still missing afterwards, and ``subprocess.CalledProcessError`` when apt fails.
+    """
+    folder = list_dir or LIST_DIR
+    (folder / "partial").mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as config:
+        config.write(APT_CONFIG.replace("{lists}", str(folder)))
+        config.flush()
+        subprocess.run(["apt-get", "-c", config.name, "-q", "update"], check=True, capture_output=True, text=True)
+    missing = [pattern for pattern in REQUIRED_LISTS if not any(folder.glob(pattern))]
+    if missing:
+        raise FileNotFoundError(f"apt-get update left no list {missing} in {folder}")
+
+
 def _list_file(pattern: str) -> Path:
     """The first apt list file matching ``pattern`` in ``LIST_DIR`` or ``APT_LISTS``."""
     for folder in (LIST_DIR, APT_LISTS):
@@ -84,7 +125,7 @@ def _list_file(pattern: str) -> Path:
             return found[0]
     raise FileNotFoundError(
         f"no apt list {pattern!r} in {LIST_DIR} or {APT_LISTS}: fetch them with "
-        'Acquire::Languages { "en"; "es"; }; and apt-get update (see the README)'
+        "python -m streamproc_translator.reproduce (corpus.fetch_lists)"
     )
 
 

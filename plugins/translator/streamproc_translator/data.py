@@ -38,7 +38,8 @@ Split = Literal["train", "valid", "test"]
 
 @dataclass(frozen=True)
 class Pair:
-    """One aligned sentence pair; ``key`` is the verse key or ``catalog:msgid``."""
+    """One aligned sentence pair; ``key`` is the verse key, ``gettext:<catalog>:<msgid>``, a ``corpus`` key
+    (``ddtp:``/``appstream:<source package>:...``) or ``apertium:<source package>:<n>`` (distilled)."""
 
     key: str
     en: str
@@ -194,5 +195,5 @@ def catalog_pairs(language: str = "es", max_words: int = 20) -> list[Pair]:
                 continue
             if max(len(en.split()), len(es.split())) > max_words:
                 continue
-            pairs.setdefault(en.lower(), Pair(f"{catalog}:{en}", en, es))
+            pairs.setdefault(en.lower(), Pair(f"gettext:{catalog}:{en}", en, es))
     return list(pairs.values())

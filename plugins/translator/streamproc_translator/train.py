@@ -10,13 +10,15 @@ Data (sources, licences and sizes go to the model card):
   (sequence-level distillation).
 
 Every training pair that duplicates a held-out text, exactly or nearly, is dropped
-(``heldout_filter``); both held-out sets were fixed before training (the Bible one by
-verse-key hash, the general one shipped as ``weights/general_heldout.tsv``). BPE
-vocabularies are learned on the training text only. Each epoch ends with greedy chrF on
-the Bible and general validation sets; the epoch with the best mean is kept. The
-learning rate decays linearly to a tenth over the planned epochs. Training stops after
-``--epochs`` or when the next epoch would overrun ``--time-budget-min``. The DDTP and
-AppStream apt lists must have been fetched (see ``corpus``).
+(``heldout_filter``, on both sides, distilled pairs included); both held-out sets were
+fixed before training (the Bible one by verse-key hash, the general one shipped as
+``weights/general_heldout.tsv``). BPE vocabularies are learned on the training text only.
+Each epoch ends with greedy chrF on the Bible and general validation sets; the epoch with
+the best mean is kept. The learning rate decays linearly to a tenth over the planned
+epochs. Training stops after ``--epochs`` or when the next epoch would overrun
+``--time-budget-min``. The DDTP and AppStream apt lists must have been fetched
+(``corpus.fetch_lists``); ``python -m streamproc_translator.reproduce`` fetches them and
+retrains with the shipped model's recorded arguments.
 
     python -m streamproc_translator.train [--out DIR] [--seed 0] [--time-budget-min 45] [--distill 15000]
 """
@@ -235,14 +237,16 @@ def training_data(
             ):
                 continue
             seen.add(key)
-            english.append((hashlib.sha256(text.encode()).hexdigest(), text))
+            english.append((hashlib.sha256(text.encode()).hexdigest(), text, source))
         english.sort()
-        candidates = [text for _, text in english]
-        candidates = [t for t in candidates[: args.distill * 2] if t not in held][: args.distill]
+        candidates = [(source, text) for _, text, source in english[: args.distill * 2] if text not in held]
+        candidates = candidates[: args.distill]
         log(f"distilling {len(candidates)} English description texts with Apertium ...")
-        spanish = ApertiumTranslator().translate(candidates)
+        spanish = ApertiumTranslator().translate([text for _, text in candidates])
         distilled = [
-            data.Pair(f"apertium:{i}", en, es) for i, (en, es) in enumerate(zip(candidates, spanish, strict=True)) if es
+            pair
+            for i, ((source, en), es) in enumerate(zip(candidates, spanish, strict=True))
+            if es and fresh(pair := data.Pair(f"apertium:{source}:{i}", en, es))
         ]
 
     pairs = bible_kept + catalogs + general_kept + distilled

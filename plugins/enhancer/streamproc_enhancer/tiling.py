@@ -18,6 +18,7 @@ least ``2 * radius + 1`` for the ramp to exist.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,7 +68,8 @@ def blend(
     outputs: Sequence[torch.Tensor], tiles: Sequence[Tile], height: int, width: int, scale: int, radius: int
 ) -> torch.Tensor:
     """The (C, height*scale, width*scale) image from each tile's upscaled ``outputs``
-    ((C, tile.height*scale, tile.width*scale) each), blended across overlaps."""
+    ((C, tile.height*scale, tile.width*scale) each), blended across overlaps.
+    ``ValueError`` when neighbouring tiles share ``2 * radius`` pixels or fewer."""
     channels = outputs[0].shape[0]
     total = torch.zeros((channels, height * scale, width * scale), dtype=torch.float64)
     weights = torch.zeros((1, height * scale, width * scale), dtype=torch.float64)
@@ -87,6 +89,9 @@ def _axis_weight(starts: list[int], start: int, size: int, scale: int, radius: i
     index = starts.index(start)
     centres = start + (torch.arange(size * scale, dtype=torch.float64) + 0.5) / scale
     weight = torch.ones_like(centres)
+    shares = [first + size - second for first, second in itertools.pairwise(starts)]
+    if any(shared <= 2 * radius for shared in shares):
+        raise ValueError(f"tiles share {min(shares)} pixels: no exact blend within a radius of {radius}")
     if index > 0:  # the previous tile overlaps [start, previous end)
         shared = starts[index - 1] + size - start
         weight = weight * ((centres - start - radius) / (shared - 2 * radius)).clamp(0, 1)

@@ -12,8 +12,9 @@ paired bootstrap interval. Also CPU latency per text at batch 1 and batch 16.
 
     python -m streamproc_translator.evaluate [--weights-dir DIR] [--limit N] [--json FILE] [--model-card]
 
-``--model-card`` writes the report (without the examples), the command and the machine
-into the ``evaluation`` section of ``weights/model_card.json`` (of ``--weights-dir`` when given).
+``--model-card`` writes the report (without the examples), the command, the date, the git
+commit of the plugin (``checkout``) and the machine into the ``evaluation`` section of
+``weights/model_card.json`` (of ``--weights-dir`` when given).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -163,6 +165,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def checkout() -> str:
+    """The git commit of the plugin's code and weights, ``+modified`` when its files differ from it."""
+    folder = str(Path(__file__).resolve().parent.parent)
+    try:
+        head = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
+        status = subprocess.run(
+            ["git", "-C", folder, "status", "--porcelain", "--", "."], check=True, capture_output=True, text=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + ("+modified" if status.stdout.strip() else "")
+
+
 def timing(weights_dir: Path | None = None, timing_texts: int = 64) -> dict[str, Any]:
     """Latency of both backends on the first ``timing_texts`` short general held-out texts."""
     texts = [p.en for p in corpus.shipped_general() if p.kind == "short"][:timing_texts]
@@ -229,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--latency-only", action="store_true", help="measure (and record) only the latency")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    commit = checkout()  # before the card is written
     report = timing(args.weights_dir) if args.latency_only else evaluate(args.weights_dir, args.limit)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     if args.json is not None:
@@ -241,9 +257,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         measured = {k: v for k, v in report.items() if k != "examples"}
         today = datetime.date.today().isoformat()
         if args.latency_only:
-            card.setdefault("evaluation", {}).update(measured, latency_command=command, latency_date=today)
+            card.setdefault("evaluation", {}).update(
+                measured, latency_command=command, latency_date=today, latency_commit=commit
+            )
         else:
-            card["evaluation"] = {"command": command, "date": today, **measured}
+            card["evaluation"] = {"command": command, "date": today, "commit": commit, **measured}
         card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

@@ -161,12 +161,14 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
 
 
 def read_topic(bootstrap: str, topic: str, min_count: int, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    """Every JSON record of ``topic`` from the start, waiting until at least ``min_count`` arrived."""
+    """Every JSON record of ``topic`` from the start, waiting until at least ``min_count`` arrived
+    (read ``read_committed``: what exactly_once promises to; all records without transactions)."""
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        isolation_level="read_committed",
         consumer_timeout_ms=1000,
     )
     records: list[dict[str, Any]] = []

@@ -178,12 +178,15 @@ def hostile_record(draw: st.DrawFn, ident: str, kind: str) -> tuple[bytes | None
     return key, value, draw(HEADERS), kind
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["at_least_once", "exactly_once"])
 def hostile_worker(
-    endpoints, tmp_path_factory, test_plugins_path: Path
+    request: pytest.FixtureRequest, endpoints, tmp_path_factory, test_plugins_path: Path
 ) -> Iterator[tuple[WorkerProcess, dict[str, Any]]]:
-    name = f"hostile-{int(time.time())}"
-    worker_settings = make_settings(endpoints, name, {}, enabled_plugins=["echo"])
+    """A worker under each processing guarantee: every hostile-record test runs in both."""
+    name = f"hostile-{request.param.replace('_', '')}-{int(time.time())}"
+    worker_settings = make_settings(
+        endpoints, name, {}, enabled_plugins=["echo"], kafka={"processing_guarantee": request.param}
+    )
     create_topics(endpoints.kafka_bootstrap, [*worker_settings["kafka"]["input_topics"].values(), f"{name}-dlq"])
     worker = WorkerProcess(worker_settings, tmp_path_factory.mktemp("hostile"), test_plugins_path).start()
     yield worker, worker_settings

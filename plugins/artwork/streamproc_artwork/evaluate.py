@@ -1,4 +1,5 @@
-"""Honest quality of the generator, measured with the tagger CNN.
+"""Honest quality of the generator: the tagger's Fréchet distance, the independent
+judge's class agreement, and within-class diversity against real images.
 
 Fréchet distance (FD) between Gaussian fits of the tagger's penultimate features
 (``TaggerNet.features``, 128 values) of two image sets, as FID does with Inception:
@@ -11,6 +12,16 @@ Fréchet distance (FD) between Gaussian fits of the tagger's penultimate feature
 plus class agreement: the share of generated images the tagger assigns to the
 requested class (for reference, ``tagger_test_accuracy`` is its accuracy on real test
 images). All images are quantised to 8 bits first, as the plugin's PNGs are.
+
+The tagger is the product's own model, so the same figures are also measured by the
+independent judge (``streamproc_artwork.judge``, an MLP trained here on the training
+images): ``judge_agreement`` (share of generated images it assigns to the requested
+class, 95% Wilson interval, n) beside its own accuracy on the test images, and
+``spread`` (``streamproc_artwork.diversity``): per class, the mean pairwise distance of
+generated images over that of as many real test images of the class, in the judge's
+features and in pixel space, with bootstrap intervals. ``control_real_train`` is the
+same ratio for real training images instead of generated ones: what a generator as
+varied as the data gets (about 1.0).
 ``python -m streamproc_artwork.evaluate`` prints the metrics as JSON.
 """
 
@@ -25,9 +36,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from streamproc_tagger.data import CLASS_LABELS, load_split
+from streamproc_tagger.data import CLASS_LABELS, ImageSet, load_split
 from streamproc_tagger.model import TaggerNet, load_tagger
 
+from streamproc_artwork.diversity import spread_ratios
+from streamproc_artwork.judge import JudgeNet, judge_outputs, load_judge
 from streamproc_artwork.model import (
     LATENT_DIM,
     NUM_CLASSES,
@@ -91,8 +104,91 @@ def noise_images(kind: str, n: int, seed: int) -> torch.Tensor:
     return noise.round().clamp(0, 255).to(torch.uint8)
 
 
-def quality_report(generator: Generator, tagger: TaggerNet, n_generated: int = 10_000, seed: int = 0) -> dict[str, Any]:
-    """FD (generated, floor, noise ceilings) vs the test set, and class agreement."""
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion ``successes / n``."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def agreement(predicted: np.ndarray, requested: np.ndarray) -> dict[str, Any]:
+    """Share of ``predicted == requested`` with its Wilson interval and n."""
+    hits, n = int((predicted == requested).sum()), len(requested)
+    low, high = wilson_interval(hits, n)
+    return {"rate": round(hits / n, 4), "ci95": [round(low, 4), round(high, 4)], "n": n}
+
+
+def agreement_by_class(predicted: np.ndarray, requested: np.ndarray) -> dict[str, Any]:
+    """``agreement`` overall and per requested class (by label)."""
+    return {
+        "overall": agreement(predicted, requested),
+        "per_class": {
+            name: agreement(predicted[requested == c], requested[requested == c]) for c, name in enumerate(CLASS_LABELS)
+        },
+    }
+
+
+def class_sample(labels: torch.Tensor, per_class: int, seed: int) -> dict[int, torch.Tensor]:
+    """``per_class`` random indices of each class of ``labels`` (seeded)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    return {c: order[labels[order] == c][:per_class] for c in range(NUM_CLASSES)}
+
+
+def spread_report(
+    generated: dict[int, np.ndarray], real: dict[int, np.ndarray], control: dict[int, np.ndarray], seed: int
+) -> dict[str, Any]:
+    """Per-class and overall spread ratios of ``generated`` and of ``control`` vs ``real``."""
+    per_class, overall = spread_ratios(generated, real, seed=seed)
+    _, control_overall = spread_ratios(control, real, seed=seed)
+    return {
+        "overall": overall.as_dict(),
+        "per_class": {CLASS_LABELS[c]: ratio.as_dict() for c, ratio in per_class.items()},
+        "control_real_train": control_overall.as_dict(),
+    }
+
+
+def as_pixels(images: torch.Tensor) -> np.ndarray:
+    """uint8 images (N, 1, 28, 28) -> pixel vectors (N, 784) in [0, 1]."""
+    return images.reshape(len(images), -1).float().div(255.0).numpy()
+
+
+def judge_report(
+    judge: JudgeNet, images: torch.Tensor, labels: torch.Tensor, test: ImageSet, train: ImageSet, seed: int
+) -> dict[str, Any]:
+    """The judge's accuracy on real ``test`` images, its agreement on generated ``images``
+    of classes ``labels``, and their within-class spread (judge features and pixels)
+    against as many real test images per class as generated (control: training images)."""
+    per_class = len(labels) // NUM_CLASSES
+    gen_feats, gen_preds = judge_outputs(judge, images)
+    _, test_preds = judge_outputs(judge, test.images)
+    generated = {c: torch.nonzero(labels == c).squeeze(1) for c in range(NUM_CLASSES)}
+    real = {c: test.images[i] for c, i in class_sample(test.labels, per_class, seed).items()}
+    control = {c: train.images[i] for c, i in class_sample(train.labels, per_class, seed).items()}
+    feats = {c: judge_outputs(judge, x)[0] for c, x in real.items()}
+    control_feats = {c: judge_outputs(judge, x)[0] for c, x in control.items()}
+    return {
+        "test_accuracy": agreement_by_class(test_preds, test.labels.numpy()),
+        "agreement": agreement_by_class(gen_preds, labels.numpy()),
+        "spread": {
+            "judge_features": spread_report(
+                {c: gen_feats[i.numpy()] for c, i in generated.items()}, feats, control_feats, seed
+            ),
+            "pixels": spread_report(
+                {c: as_pixels(images[i]) for c, i in generated.items()},
+                {c: as_pixels(x) for c, x in real.items()},
+                {c: as_pixels(x) for c, x in control.items()},
+                seed,
+            ),
+        },
+    }
+
+
+def quality_report(
+    generator: Generator, tagger: TaggerNet, judge: JudgeNet, n_generated: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """FD (generated, floor, noise ceilings) vs the test set, the tagger's class agreement,
+    and the independent judge's report (``judge_report``)."""
     test, train = load_split("test"), load_split("train")
     test_feats, test_preds = tagger_outputs(tagger, test.images)
     per_class = n_generated // NUM_CLASSES
@@ -121,18 +217,20 @@ def quality_report(generator: Generator, tagger: TaggerNet, n_generated: int = 1
             name: round(float(agree[labels.numpy() == c].mean()), 4) for c, name in enumerate(CLASS_LABELS)
         },
         "tagger_test_accuracy": round(float((test_preds == test.labels.numpy()).mean()), 4),
+        "judge": judge_report(judge, images, labels, test, train, seed),
     }
 
 
 def write_quality_to_card(weights_dir: Path, samples: int, seed: int) -> dict[str, Any]:
     """Evaluate the generator in ``weights_dir`` and record the report in its model card."""
     tagger = load_tagger("cpu")
-    report = quality_report(load_generator("cpu", weights_dir), tagger, samples, seed)
+    report = quality_report(load_generator("cpu", weights_dir), tagger, load_judge(), samples, seed)
     card_path = weights_dir / "model_card.json"
     card = json.loads(card_path.read_text())
     card["evaluation"] = {
         "command": f"python -m streamproc_artwork.evaluate --samples {samples} --seed {seed}",
         "tagger": tagger.model_version,
+        "judge": "streamproc_artwork/judge (MLP, judge_card.json)",
     }
     card["test"] = report
     card_path.write_text(json.dumps(card, indent=2) + "\n")
@@ -153,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         report = write_quality_to_card(weights_dir, args.samples, args.seed)
     else:
         generator = load_generator("cpu", weights_dir)
-        report = quality_report(generator, load_tagger("cpu"), args.samples, args.seed)
+        report = quality_report(generator, load_tagger("cpu"), load_judge(), args.samples, args.seed)
     print(f"evaluated in {time.monotonic() - start:.0f} s", file=sys.stderr)
     print(json.dumps(report, indent=2))
 

@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 from conftest import needs_apertium
-from streamproc_translator import corpus, data, train
+from streamproc_translator import corpus, data, reproduce, train
 
 needs_lists = pytest.mark.skipif(
     not corpus.lists_present(), reason="needs the apt lists: python -m streamproc_translator.reproduce fetches them"
@@ -24,10 +24,10 @@ needs_sword = pytest.mark.skipif(shutil.which("mod2imp") is None, reason="needs 
 
 @pytest.fixture(scope="module")
 def training_pairs() -> list[data.Pair]:
-    """The training pairs as ``train`` builds them (every source, 300 distilled pairs), unsampled."""
-    args = train.parse_args(["--distill", "300"])
+    """The training pairs ``train`` builds with the shipped model's recorded arguments (all 15,000 distilled)."""
+    args = train.parse_args([*reproduce.recorded_arguments(), "--out", "unused"])
     pairs, _, _, sizes = train.training_data(args, random.Random(0))
-    assert sizes["distilled_apertium"] > 250 and sizes["general_human_kept"] > 5000 and sizes["bible_kept"] > 5000
+    assert sizes["distilled_apertium"] > 14_000 and sizes["general_human_kept"] > 5000 and sizes["bible_kept"] > 5000
     return pairs
 
 

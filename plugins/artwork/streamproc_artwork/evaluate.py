@@ -28,7 +28,9 @@ varied as the data gets (about 1.0).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -221,16 +223,29 @@ def quality_report(
     }
 
 
+def source_commit() -> str | None:
+    """The git commit of the measuring code's checkout; ``None`` outside a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
 def write_quality_to_card(weights_dir: Path, samples: int, seed: int) -> dict[str, Any]:
     """Evaluate the generator in ``weights_dir`` and record the report in its model card."""
-    tagger = load_tagger("cpu")
-    report = quality_report(load_generator("cpu", weights_dir), tagger, load_judge(), samples, seed)
+    tagger, judge = load_tagger("cpu"), load_judge()
+    report = quality_report(load_generator("cpu", weights_dir), tagger, judge, samples, seed)
     card_path = weights_dir / "model_card.json"
     card = json.loads(card_path.read_text())
     card["evaluation"] = {
         "command": f"python -m streamproc_artwork.evaluate --samples {samples} --seed {seed}",
         "tagger": tagger.model_version,
-        "judge": "streamproc_artwork/judge (MLP, judge_card.json)",
+        "judge": judge.model_version,
+        "date": datetime.date.today().isoformat(),
+        "commit": source_commit(),
     }
     card["test"] = report
     card_path.write_text(json.dumps(card, indent=2) + "\n")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import sys
 import time
@@ -66,12 +67,14 @@ def judge_dir() -> Path:
 
 
 def load_judge(folder: Path | None = None) -> JudgeNet:
-    """The trained judge on the CPU, eval mode; ``JudgeMissing`` when it was never trained."""
+    """The trained judge on the CPU, eval mode, with ``model_version`` (``judge-<first 12
+    hex of sha256 of its weights>``); ``JudgeMissing`` when it was never trained."""
     path = (folder or judge_dir()) / JUDGE_FILE
     if not path.exists():
         raise JudgeMissing(f"{path} missing: train the judge with `python -m streamproc_artwork.judge`")
     model = JudgeNet()
     model.load_state_dict(load_file(str(path)))
+    model.model_version = "judge-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return model.eval()
 
 

@@ -172,14 +172,21 @@ def _batch_shape(after: Sequence[Any], before: Sequence[Any] | None, plugins: Se
     return out
 
 
-def _publish_shape(after: Sequence[Any], before: Sequence[Any] | None) -> dict[str, Any]:
+def _publish_shape(after: Sequence[Any], before: Sequence[Any] | None, seconds: float) -> dict[str, Any]:
+    """Publication batches between two scrapes over ``seconds``. One batch is one partition's
+    write to both sinks; under exactly_once it is one Kafka transaction, so ``records_per_write``
+    is the transaction size and ``writes_per_s`` the commit rate."""
+
     def diff(name: str) -> float:
         return metric_total(after, name) - (metric_total(before, name) if before else 0.0)
 
     count = diff("streamproc_publish_seconds_count")
+    records = diff("streamproc_events_consumed_total") + diff("streamproc_events_invalid_total")
     return {
         "writes": int(count),
         "ms_mean": round(1000 * diff("streamproc_publish_seconds_sum") / count, 2) if count else None,
+        "records_per_write": round(records / count, 2) if count else None,
+        "writes_per_s": round(count / seconds, 2) if seconds > 0 else None,
         "sink_failures": int(diff("streamproc_sink_failures_total")),
     }
 
@@ -337,7 +344,7 @@ async def _pipeline(
             "results": int(metric_total(final, "streamproc_results_total")),
             "dead_letters": int(metric_total(final, "streamproc_dead_letters_total")),
             "batch_sizes": _batch_shape(final, None, plugins),
-            "publish": _publish_shape(final, None),
+            "publish": _publish_shape(final, None, t_done - t_mid),
             "cpu_cores": _cpu(ctx, t_mid, t_done, names),
             "other_processes": ctx.others(census, *group.children),
         }
@@ -475,7 +482,7 @@ async def _paced_phase(
         "all_completed": complete,
         **latency,
         "batch_sizes": _batch_shape(after or [], before, plugins),
-        "publish": _publish_shape(after or [], before),
+        "publish": _publish_shape(after or [], before, time.time() - started),
         "cpu_cores": _cpu(ctx, started, sent_until, names),
         "other_processes": others,
     }

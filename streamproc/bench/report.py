@@ -276,18 +276,29 @@ def _guarantee_lines(report: Mapping[str, Any]) -> list[str]:
     measured = {n: w for n, w in report["workloads"].items() if w.get("exactly_once")}
     if not measured:
         return []
-    header = f"{'workload':<12} {'at least once':>13} {'exactly once':>13} {'ratio':>6}   events/s; p99 ms per load"
+    header = (
+        f"{'workload':<12} {'at least once':>13} {'exactly once':>13} {'ratio':>6}   events/s;"
+        " per load: p99 ms at least once -> exactly once, [records per transaction, transactions/s]"
+    )
     lines = ["", header]
     for name, workload in measured.items():
         once, exactly = stage_rate(workload, "pipeline"), stage_rate(workload, "exactly_once")
         ratio = exactly / once if once and exactly else None
-        p99s = []
+        eos = workload["exactly_once"]
+        phases = [("max", None, eos.get("max") or {})]
         for load, phase in ((workload.get("pipeline") or {}).get("latency") or {}).items():
-            eos_phase = ((workload["exactly_once"].get("latency") or {}).get(load)) or {}
+            phases.append((f"{load}%", phase, ((eos.get("latency") or {}).get(load)) or {}))
+        cells = []
+        for label, phase, eos_phase in phases:
+            publish = eos_phase.get("publish") or {}
+            shape = f"[{_fmt(publish.get('records_per_write'))}, {_fmt(publish.get('writes_per_s'))}/s]"
+            if phase is None:
+                cells.append(f"{label}: {shape}")
+                continue
             p99 = (phase.get("acknowledged") or {}).get("p99_ms")
             eos_p99 = (eos_phase.get("acknowledged") or {}).get("p99_ms")
-            p99s.append(f"{load}%: {_fmt(p99)} -> {_fmt(eos_p99)}")
-        lines.append(f"{name:<12} {_fmt(once):>13} {_fmt(exactly):>13} {_fmt(ratio):>6}   " + "; ".join(p99s))
+            cells.append(f"{label}: {_fmt(p99)} -> {_fmt(eos_p99)} {shape}")
+        lines.append(f"{name:<12} {_fmt(once):>13} {_fmt(exactly):>13} {_fmt(ratio):>6}   " + "; ".join(cells))
     return lines
 
 

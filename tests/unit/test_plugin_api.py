@@ -174,7 +174,7 @@ def test_a_plugin_written_for_an_unsupported_api_version_is_refused_with_the_rea
 def test_plugin_options_are_validated_against_its_options_model_with_uniform_messages() -> None:
     from streamproc_artwork.plugin import ArtworkPlugin
 
-    assert registry.validated_options(ArtworkPlugin, {})["image_size"] == 64
+    assert registry.validated_options(ArtworkPlugin, {})["image_size"] == 28  # the generator's native size
     with pytest.raises(ConfigError, match=r"^plugins\.artwork\.options\.image_size: Input should be less than or"):
         registry.validated_options(ArtworkPlugin, {"image_size": 1000})
     with pytest.raises(ConfigError, match=r"^plugins\.artwork\.options\.colour: Extra inputs are not permitted"):

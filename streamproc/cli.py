@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tail", help="print live results from Redis feeds")
     p.add_argument("kinds", nargs="*", help="result kinds (default: every feed)")
     p.add_argument("--from-start", action="store_true", help="print the feed's existing entries first")
-    p.add_argument("--limit", type=int, default=0, help="stop after exactly N results (default: run until Ctrl-C)")
+    p.add_argument("--limit", type=_count, default=0, help="stop after exactly N results (default 0: run until Ctrl-C)")
     p.add_argument("--images", type=Path, help="where images in results are saved (default: $STREAMPROC_CACHE/images)")
     p.set_defaults(handler=_tail)
 
@@ -178,6 +178,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_bench)
     return parser
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number, 0 or more (argparse refuses anything else, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+    return value
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -256,9 +267,11 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 
     from streamproc import preflight
     from streamproc.dev.demo_events import demo_records
-    from streamproc.dev.producer import BadLine, file_records, produce
+    from streamproc.dev.producer import BadLine, check_readable, file_records, produce
     from streamproc.kafka_clients import ensure_topics
 
+    if args.file is not None:
+        check_readable(args.file)
     preflight.check_kafka(settings)
     bad: list[BadLine] = []
     if args.demo is not None:
@@ -354,8 +367,10 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ui(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc import preflight
     from streamproc.ui.server import serve
 
+    preflight.check_kafka_and_redis(settings)  # the page reads Redis feeds and Kafka topics
     serve(settings, args.bind, args.port)
     return 0
 

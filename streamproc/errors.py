@@ -39,3 +39,7 @@ class ConfigError(StreamprocError):
 
 class StackError(StreamprocError):
     """The local Kafka + Redis stack could not be set up, started or stopped."""
+
+
+class InputFileError(StreamprocError):
+    """A file named on the command line cannot be read (missing, a directory, no permission)."""

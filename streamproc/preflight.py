@@ -3,6 +3,7 @@
 * ``check_kafka``/``check_redis``: the configured broker and Redis answer within
   ``CONNECT_TIMEOUT_S`` (else ``Unreachable`` naming the address tried and a hint), so a
   mistyped or stopped address never becomes half a minute of client retries and a traceback;
+  ``check_kafka_and_redis`` checks both at once for commands that need both;
 * ``check_plugin_names``: every name in ``enabled_plugins`` and ``plugins`` is an installed
   entry point (a typo is an error, not a worker that silently runs without the plugin);
 * ``check_device``: the configured device exists on this machine (``cuda`` without CUDA).
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import entry_points
 
 from streamproc.config import Settings
@@ -100,6 +102,20 @@ def check_redis(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Non
         raise Unreachable(f"Redis is not reachable at {where} ({_reason(exc)}): {hint}") from None
     finally:
         client.close()
+
+
+def check_kafka_and_redis(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Both the broker and Redis answer, checked side by side so that the whole check stays
+    within ``timeout_s`` (plus a little); else one ``Unreachable`` whose line is that of each
+    service that failed (Kafka's first)."""
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="preflight") as pool:
+        checks = [pool.submit(check, settings, timeout_s) for check in (check_kafka, check_redis)]
+    errors = [error for error in (check.exception() for check in checks) if error is not None]
+    for error in errors:
+        if not isinstance(error, Unreachable):  # a bug, not an answer: raised as it is
+            raise error
+    if errors:
+        raise Unreachable("; ".join(str(error) for error in errors))
 
 
 def check_plugin_names(settings: Settings) -> None:

@@ -127,7 +127,9 @@ def _say(message: str) -> None:
 
 
 def run_bench_command(settings: Settings, options: BenchOptions) -> int:
-    """Resolve Kafka and Redis (the local stack unless configured), run, write, print."""
+    """Resolve Kafka and Redis (the local stack unless configured), run, write, print.
+    Configured addresses must answer first (else ``preflight.Unreachable``, one line)."""
+    from streamproc import preflight
     from streamproc.dev.stack import LocalStack
 
     stack = None
@@ -141,6 +143,8 @@ def run_bench_command(settings: Settings, options: BenchOptions) -> int:
         info = local.up(_say)
         bootstrap, redis_url = info.kafka_bootstrap, info.redis_url
         stack = local if started else None
+    else:
+        preflight.check_kafka_and_redis(settings)
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the stack it started is stopped
     try:
         report = run_bench(settings, options, bootstrap, redis_url)

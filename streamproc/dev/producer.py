@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 
 from streamproc.config import Settings
 from streamproc.dev.demo_events import DemoRecord
-from streamproc.errors import InvalidEvent
+from streamproc.errors import InputFileError, InvalidEvent
 from streamproc.events import decode_event
 from streamproc.kafka_clients import kafka_python_options
 
@@ -61,6 +61,16 @@ class BadLine:
 
     def describe(self) -> str:
         return f"line {self.number}: {self.reason}"
+
+
+def check_readable(path: Path) -> None:
+    """``path`` opens for reading, else ``InputFileError`` naming it and the reason (no such
+    file, a directory, permission denied): checked before any connection is made."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def file_records(path: Path, settings: Settings) -> Iterator[DemoRecord | BadLine]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamproc.cli import main
+from streamproc.cli import _parser, _ui, main
 from streamproc.dev.stack import free_ports
 
 STARTUP_ALLOWANCE_S = 4.0
@@ -85,7 +85,10 @@ def test_cuda_without_cuda_is_one_line_with_exit_2() -> None:
     assert_one_line_error(done, "'cuda' but CUDA is not available")
 
 
-@pytest.mark.parametrize("argv", [("produce", "--demo", "1"), ("dead-letters", "list"), ("worker",)])
+@pytest.mark.parametrize(
+    "argv",
+    [("produce", "--demo", "1"), ("dead-letters", "list"), ("worker",), ("ui", "--port", "0"), ("bench", "--quick")],
+)
 def test_an_unreachable_broker_is_one_line_naming_the_address_and_a_hint_within_5_s(argv: tuple[str, ...]) -> None:
     address = f"127.0.0.1:{free_ports(1)[0]}"
     done, seconds = run_cli(*argv, env={"STREAMPROC_KAFKA_BOOTSTRAP": address})
@@ -93,7 +96,7 @@ def test_an_unreachable_broker_is_one_line_naming_the_address_and_a_hint_within_
     assert seconds < 5 + STARTUP_ALLOWANCE_S
 
 
-@pytest.mark.parametrize("argv", [("tail",), ("get", "tags", "u1")])
+@pytest.mark.parametrize("argv", [("tail",), ("get", "tags", "u1"), ("ui", "--port", "0"), ("bench", "--quick")])
 def test_an_unreachable_redis_is_one_line_naming_the_address_and_a_hint_within_5_s(argv: tuple[str, ...]) -> None:
     url = f"redis://127.0.0.1:{free_ports(1)[0]}/0"
     done, seconds = run_cli(*argv, env={"STREAMPROC_REDIS_URL": url})
@@ -111,3 +114,22 @@ def test_kubernetes_service_links_do_not_stop_a_command() -> None:
         "config", env={"STREAMPROC_METRICS_SERVICE_HOST": "10.0.0.1", "STREAMPROC_METRICS_PORT": "tcp://10.0.0.1:9464"}
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_produce_from_a_missing_file_is_one_line_with_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "events.jsonl"
+    done, _ = run_cli("produce", "--file", str(missing))
+    assert_one_line_error(done, f"cannot read {missing}: No such file or directory")
+
+
+@pytest.mark.parametrize("limit", ["-1", "three"])
+def test_tail_refuses_a_limit_that_is_not_a_count(limit: str) -> None:
+    done, _ = run_cli("tail", "--limit", limit)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "streamproc tail: error: argument --limit: " in done.stderr
+    assert ("is negative: give 0 or more" if limit == "-1" else "is not a whole number") in done.stderr
+
+
+def test_ui_binds_this_machine_only_by_default() -> None:
+    args = _parser().parse_args(["ui"])
+    assert (args.bind, args.port, args.handler) == ("127.0.0.1", 8765, _ui)

@@ -150,6 +150,13 @@ def test_config_map_is_valid_worker_settings_for_bundled_plugins(variants: dict,
     assert settings.kafka.sasl_password is None and settings.redis.password is None, "secrets belong in a Secret"
 
 
+def test_every_variant_keeps_the_results_page_off(variants: dict, tmp_path: Path) -> None:
+    """A pod binds 0.0.0.0, so the page (``http.ui``, docs/ui.md) would show results to anyone
+    reaching the metrics port: off in the ConfigMap and not turned on by the pod's env."""
+    for variant, objects in variants.items():
+        assert worker_settings(objects, tmp_path).http.ui is False, f"{variant}: http.ui is on"
+
+
 def test_every_env_var_is_a_setting_and_secrets_are_optional_secret_refs(variants: dict) -> None:
     names = set(env_paths()) | {"STREAMPROC_CONFIG_FILE"}
     for variant, objects in variants.items():

@@ -102,6 +102,7 @@ class RedisSettings(_Section):
 
     url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// (TLS) URL")
     password: SecretStr | None = Field(None, description="AUTH password (overrides one in the URL)")
+    ssl_cafile: str | None = Field(None, description="CA bundle for rediss:// (else the system's trusted CAs)")
     key_prefix: str = Field("streamproc:", description="prefix of every key the worker writes")
     result_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="TTL of latest-result keys")
     feed_maxlen: int = Field(10_000, ge=1, description="approximate cap of each result-kind stream")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,12 @@ def check_kafka(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Non
             f"{settings.kafka.sasl_mechanism} authentication as {settings.kafka.sasl_username!r}: "
             "check kafka.sasl_username and STREAMPROC_KAFKA_SASL_PASSWORD"
         )
+    handshake = next((why for why in map(_tls_failure, held) if why), None)
+    if handshake:
+        raise Unreachable(
+            f"Kafka at {settings.kafka.bootstrap} failed the TLS handshake ({handshake}): "
+            "check kafka.ssl_cafile (STREAMPROC_KAFKA_SSL_CAFILE) and kafka.security_protocol"
+        )
     hint = HINT.format(variable="STREAMPROC_KAFKA_BOOTSTRAP")
     why = "no answer" if "bootstrap" in str(failure).lower() else _reason(failure)
     raise Unreachable(f"Kafka is not reachable at {settings.kafka.bootstrap} ({why}): {hint}")
@@ -98,6 +105,12 @@ def check_redis(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Non
             f"Redis at {where} refused the credentials ({exc}): check STREAMPROC_REDIS_PASSWORD"
         ) from None
     except (redis.RedisError, OSError) as exc:
+        handshake = _tls_failure(str(exc))
+        if handshake:
+            raise Unreachable(
+                f"Redis at {where} failed the TLS handshake ({handshake}): "
+                "check redis.ssl_cafile (STREAMPROC_REDIS_SSL_CAFILE)"
+            ) from None
         hint = HINT.format(variable="STREAMPROC_REDIS_URL")
         raise Unreachable(f"Redis is not reachable at {where} ({_reason(exc)}): {hint}") from None
     finally:
@@ -147,6 +160,13 @@ def check_device(settings: Settings) -> None:
 
 def _masked_url(settings: Settings) -> str:
     return settings.masked()["redis"]["url"]
+
+
+def _tls_failure(text: str) -> str | None:
+    """The words of an OpenSSL verification or handshake failure in a client's message
+    (``certificate verify failed: self-signed certificate``), else ``None``."""
+    match = re.search(r"\[SSL: [A-Z_]+\] ([^(]+?)\s*\(_ssl", text)
+    return match.group(1) if match else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Redis clients for the configured server, one way for every part (worker, tools, page).
 
 Light on purpose (no torch, no Faust): the command-line tools and the results page import
-it. ``redis.password`` overrides a password in the URL; ``rediss://`` is TLS.
+it. ``redis.password`` overrides a password in the URL; ``rediss://`` is TLS, verified against
+``redis.ssl_cafile`` when set.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ if TYPE_CHECKING:
 
 
 def _auth(settings: RedisSettings) -> dict[str, object]:
-    password = settings.password.get_secret_value() if settings.password else None
-    return {"password": password} if password else {}
+    """The password and, for ``rediss://`` with a CA bundle, the bundle: what every client passes."""
+    options: dict[str, object] = {}
+    if settings.password:
+        options["password"] = settings.password.get_secret_value()
+    if settings.ssl_cafile and settings.url.startswith("rediss://"):
+        options["ssl_ca_certs"] = settings.ssl_cafile
+    return options
 
 
 def async_redis(settings: RedisSettings) -> redis.asyncio.Redis:

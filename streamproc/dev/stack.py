@@ -62,6 +62,12 @@ class StackInfo:
     controller_port: int = 0
     sasl_bootstrap: str = ""
     """A second listener requiring SASL/PLAIN (``LocalStack(sasl_users=...)``), else empty."""
+    ssl_bootstrap: str = ""
+    """A Kafka listener speaking TLS (``LocalStack(tls=True)``), else empty."""
+    redis_tls_url: str = ""
+    """Redis's TLS port as a ``rediss://`` URL (``LocalStack(tls=True)``), else empty."""
+    tls_cafile: str = ""
+    """The self-signed certificate both TLS ports present: the clients' CA bundle."""
 
     @property
     def kafka_port(self) -> int:
@@ -115,6 +121,7 @@ class LocalStack:
         kafka_heap_mb: int = 512,
         persistent_redis: bool = False,
         sasl_users: Mapping[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
         self.home = Path(home) if home else default_home()
         self.kafka_heap_mb = kafka_heap_mb
@@ -123,6 +130,7 @@ class LocalStack:
         # to 2 s); a host crash loses the writes of the last 1-2 s (docs/reliability.md, 'Redis persistence')
         self.persistent_redis = persistent_redis
         self.sasl_users = dict(sasl_users or {})  # user -> password of a SASL_PLAINTEXT listener (tests)
+        self.tls = tls  # also a Kafka SSL listener and a Redis TLS port, both with a self-signed certificate (tests)
         self.libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
 
     @property
@@ -150,10 +158,11 @@ class LocalStack:
         redis_server = ensure_redis_server(progress)
         self.ensure_kafka_jars(progress)
         self.home.mkdir(parents=True, exist_ok=True)
-        redis_port, kafka_port, controller_port, sasl_port = free_ports(4)
-        redis_pid = self._start_redis(redis_server, redis_port)
+        redis_port, kafka_port, controller_port, sasl_port, ssl_port, redis_tls_port = free_ports(6)
+        certificate = _self_signed_certificate(self.home / "tls") if self.tls else None
+        redis_pid = self._start_redis(redis_server, redis_port, redis_tls_port, certificate)
         try:
-            self._format_kafka(java, kafka_port, controller_port, sasl_port)
+            self._format_kafka(java, kafka_port, controller_port, sasl_port, ssl_port, certificate)
             kafka_pid = self._start_kafka(java, kafka_port, progress)
         except BaseException:
             _stop_pid(redis_pid)
@@ -166,6 +175,9 @@ class LocalStack:
             home=str(self.home),
             controller_port=controller_port,
             sasl_bootstrap=f"127.0.0.1:{sasl_port}" if self.sasl_users else "",
+            ssl_bootstrap=f"127.0.0.1:{ssl_port}" if certificate else "",
+            redis_tls_url=f"rediss://127.0.0.1:{redis_tls_port}/0" if certificate else "",
+            tls_cafile=str(certificate.cert) if certificate else "",
         )
         self._save(info)
         return info
@@ -240,7 +252,7 @@ class LocalStack:
         tmp.rename(self.libs)
         return self.libs
 
-    def _start_redis(self, redis_server: str, port: int) -> int:
+    def _start_redis(self, redis_server: str, port: int, tls_port: int, certificate: Certificate | None) -> int:
         data = self.home / "redis"
         data.mkdir(parents=True, exist_ok=True)
         out = open(self.home / "redis.log", "ab")  # noqa: SIM115 - handed to the child
@@ -261,6 +273,7 @@ class LocalStack:
                 str(data),
                 "--protected-mode",
                 "yes",
+                *(_redis_tls_options(tls_port, certificate) if certificate else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -269,13 +282,17 @@ class LocalStack:
         _wait_for(lambda: redis_ping(port), 20.0, f"Redis on port {port}", proc, self.home / "redis.log")
         return proc.pid
 
-    def _format_kafka(self, java: str, port: int, controller_port: int, sasl_port: int) -> None:
+    def _format_kafka(
+        self, java: str, port: int, controller_port: int, sasl_port: int, ssl_port: int, certificate: Certificate | None
+    ) -> None:
         run = self.home / "kafka"
         shutil.rmtree(run, ignore_errors=True)
         (run / "data").mkdir(parents=True)
         properties = _server_properties(port, controller_port, run / "data")
         if self.sasl_users:
-            properties = _with_sasl_listener(properties, port, controller_port, sasl_port, self.sasl_users)
+            properties = _with_sasl_listener(properties, sasl_port, self.sasl_users)
+        if certificate:
+            properties = _with_ssl_listener(properties, ssl_port, certificate)
         (run / "server.properties").write_text(properties)
         (run / "log4j2.properties").write_text(_LOG4J2)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -382,30 +399,85 @@ replica.fetch.max.bytes=16777216
 """
 
 
-def _with_sasl_listener(
-    properties: str, port: int, controller_port: int, sasl_port: int, users: Mapping[str, str]
-) -> str:
-    """``properties`` with a second client listener on ``sasl_port`` requiring SASL/PLAIN
-    with ``users`` (no authorizer: any authenticated user may do anything)."""
-    listeners = (
-        f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},CONTROLLER://127.0.0.1:{controller_port}"
-    )
-    accounts = " ".join(f'user_{user}="{password}"' for user, password in users.items())
+def _with_listener(properties: str, name: str, port: int, extra: list[str]) -> str:
+    """``properties`` with one more client listener ``name`` (its security protocol too) on
+    ``port``, followed by the ``extra`` lines that configure it."""
     replaced = []
     for line in properties.splitlines():
         key = line.split("=", 1)[0]
         if key in ("listeners", "advertised.listeners"):
-            line = f"{key}={listeners}"
+            line += f",{name}://127.0.0.1:{port}"
         elif key == "listener.security.protocol.map":
-            line += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            line += f",{name}:{name}"
         replaced.append(line)
-    replaced += [
-        "sasl.enabled.mechanisms=PLAIN",
-        "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
-        f"listener.name.sasl_plaintext.plain.sasl.jaas.config="
-        f"org.apache.kafka.common.security.plain.PlainLoginModule required {accounts};",
-    ]
-    return "\n".join(replaced) + "\n"
+    return "\n".join(replaced + extra) + "\n"
+
+
+def _with_sasl_listener(properties: str, port: int, users: Mapping[str, str]) -> str:
+    """``properties`` with a client listener on ``port`` requiring SASL/PLAIN with ``users``
+    (no authorizer: any authenticated user may do anything)."""
+    accounts = " ".join(f'user_{user}="{password}"' for user, password in users.items())
+    return _with_listener(
+        properties,
+        "SASL_PLAINTEXT",
+        port,
+        [
+            "sasl.enabled.mechanisms=PLAIN",
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {accounts};",
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate for 127.0.0.1 and its unencrypted PKCS#8 key, both PEM, and
+    the two in one file (Kafka's PEM key store)."""
+
+    cert: Path
+    key: Path
+    keystore: Path
+
+
+def _self_signed_certificate(directory: Path) -> Certificate:
+    """Make a two-day self-signed certificate for ``127.0.0.1`` with ``openssl``."""
+    certificate = Certificate(directory / "cert.pem", directory / "key.pem", directory / "keystore.pem")
+    directory.mkdir(parents=True, exist_ok=True)
+    openssl = _require("openssl", "openssl is required for a TLS stack: apt-get install -y openssl")
+    # fmt: off
+    made = subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(certificate.key), "-out", str(certificate.cert)],
+        capture_output=True, text=True, check=False,
+    )
+    # fmt: on
+    if made.returncode != 0:
+        raise StackError(f"openssl could not make a certificate:\n{made.stderr[-1500:]}")
+    certificate.keystore.write_text(certificate.key.read_text() + certificate.cert.read_text())
+    return certificate
+
+
+def _with_ssl_listener(properties: str, port: int, certificate: Certificate) -> str:
+    """``properties`` with a client listener on ``port`` speaking TLS with ``certificate``
+    (server authentication only; Kafka reads the PEM files directly)."""
+    return _with_listener(
+        properties,
+        "SSL",
+        port,
+        [
+            "listener.name.ssl.ssl.keystore.type=PEM",
+            f"listener.name.ssl.ssl.keystore.location={certificate.keystore}",
+        ],
+    )
+
+
+def _redis_tls_options(port: int, certificate: Certificate) -> list[str]:
+    """``redis-server`` options adding a TLS port with ``certificate`` (no client certificates)."""
+    # fmt: off
+    return ["--tls-port", str(port), "--tls-cert-file", str(certificate.cert),
+            "--tls-key-file", str(certificate.key), "--tls-auth-clients", "no"]
+    # fmt: on
 
 
 _LOG4J2 = """status = warn

@@ -1,7 +1,7 @@
 """The user's commands against the real stack and a running worker: ``produce --file`` with
 bad lines, ``get``, ``tail --limit``, ``dead-letters list|show|replay``, and ``tail`` with
-a Redis password, ``produce`` and ``dead-letters`` through SASL; and a newer producer's
-extra fields, accepted and counted."""
+a Redis password, ``produce`` and ``dead-letters`` through SASL, ``produce`` and ``tail``
+over TLS; and a newer producer's extra fields, accepted and counted."""
 
 from __future__ import annotations
 
@@ -218,5 +218,44 @@ def test_produce_and_dead_letters_authenticate_with_sasl(unique, tmp_path: Path)
         refused = cli(settings, tmp_path, "produce", "--file", str(path))
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert "SASL PLAIN authentication as 'alice'" in refused.stderr and password not in refused.stderr
+    finally:
+        stack.down()
+
+
+def test_produce_and_tail_speak_tls_verified_against_the_configured_ca(unique, tmp_path: Path) -> None:
+    """A broker listener and a Redis port that speak only TLS, with a self-signed certificate:
+    ``produce`` and ``tail`` connect with ``kafka.ssl_cafile`` and ``redis.ssl_cafile`` (the
+    worker's own client factories), and without the CA bundle both refuse in one line."""
+    stack = LocalStack(tmp_path / "tls-stack", tls=True)
+    info = stack.up(lambda message: None)
+    try:
+        settings: dict[str, Any] = {
+            "kafka": {
+                "bootstrap": info.ssl_bootstrap,
+                "security_protocol": "SSL",
+                "ssl_cafile": info.tls_cafile,
+                "input_topics": {t: f"{unique}-{t}" for t in ("playback", "upload", "audio")},
+                "dead_letter_topic": f"{unique}-dlq",
+            },
+            "redis": {"url": info.redis_tls_url, "ssl_cafile": info.tls_cafile, "key_prefix": f"{unique}:"},
+        }
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(b"\n".join(upload(f"t{i}", f"up{i}")[1] for i in range(3)) + b"\n")
+        done = cli(settings, tmp_path, "produce", "--file", str(path))
+        assert done.returncode == 0, done.stderr
+        sent = read_topic(info.kafka_bootstrap, f"{unique}-upload", 3, timeout_s=30)  # read on the plain listener
+        assert sorted(r["id"] for r in sent) == ["t0", "t1", "t2"]
+
+        record = {"event_id": "t0", "plugin": "echo", "kind": "echo", "key": "k1", "body": {"id": "t0"}}
+        redis.Redis.from_url(info.redis_url).xadd(f"{unique}:feed:echo", {"record": json.dumps(record)})
+        tailed = cli(settings, tmp_path, "tail", "--from-start", "--limit", "1")
+        assert tailed.returncode == 0 and tailed.stdout.strip() == '[echo] echo k1: {"id": "t0"}', tailed.stderr
+
+        settings["kafka"]["ssl_cafile"] = None
+        settings["redis"]["ssl_cafile"] = None
+        for argv in (("produce", "--file", str(path)), ("tail", "--from-start", "--limit", "1")):
+            refused = cli(settings, tmp_path, *argv)
+            assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+            assert "failed the TLS handshake (certificate verify failed" in refused.stderr, refused.stderr
     finally:
         stack.down()

@@ -81,7 +81,9 @@ def decode_image(
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise MediaError(f"image: refused as a decompression bomb ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error) as exc:
+    except UnidentifiedImageError:  # its message holds the repr of our BytesIO: same cause, other words
+        raise MediaError(f"image: corrupt or truncated {fmt.upper()} (the decoder cannot identify it)") from None
+    except (OSError, SyntaxError, ValueError, struct.error) as exc:
         raise MediaError(f"image: corrupt or truncated {fmt.upper()} ({exc})") from None
 
 

@@ -208,7 +208,10 @@ class LocalStack:
         """Start Redis again on its port (after ``stop_redis`` or a kill); its data is back from the
         append-only file when the stack is ``persistent_redis``, else gone."""
         info = self._running()
-        info = replace(info, redis_pid=self._start_redis(ensure_redis_server(), info.redis_port))
+        tls_port = int(info.redis_tls_url.rsplit(":", 1)[1].split("/")[0]) if info.redis_tls_url else 0
+        certificate = _certificate_files(self.home / "tls") if info.redis_tls_url else None
+        pid = self._start_redis(ensure_redis_server(), info.redis_port, tls_port, certificate)
+        info = replace(info, redis_pid=pid)
         self._save(info)
         return info
 
@@ -440,9 +443,14 @@ class Certificate:
     keystore: Path
 
 
+def _certificate_files(directory: Path) -> Certificate:
+    """Where a stack's certificate lives (``_self_signed_certificate`` writes it there)."""
+    return Certificate(directory / "cert.pem", directory / "key.pem", directory / "keystore.pem")
+
+
 def _self_signed_certificate(directory: Path) -> Certificate:
     """Make a two-day self-signed certificate for ``127.0.0.1`` with ``openssl``."""
-    certificate = Certificate(directory / "cert.pem", directory / "key.pem", directory / "keystore.pem")
+    certificate = _certificate_files(directory)
     directory.mkdir(parents=True, exist_ok=True)
     openssl = _require("openssl", "openssl is required for a TLS stack: apt-get install -y openssl")
     # fmt: off

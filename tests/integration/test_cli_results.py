@@ -250,6 +250,11 @@ def test_produce_and_tail_speak_tls_verified_against_the_configured_ca(unique, t
         redis.Redis.from_url(info.redis_url).xadd(f"{unique}:feed:echo", {"record": json.dumps(record)})
         tailed = cli(settings, tmp_path, "tail", "--from-start", "--limit", "1")
         assert tailed.returncode == 0 and tailed.stdout.strip() == '[echo] echo k1: {"id": "t0"}', tailed.stderr
+        stack.stop_redis()
+        stack.start_redis()  # a restarted TLS stack keeps its TLS port and certificate
+        redis.Redis.from_url(info.redis_url).xadd(f"{unique}:feed:echo", {"record": json.dumps(record)})
+        again = cli(settings, tmp_path, "tail", "--from-start", "--limit", "1")
+        assert again.returncode == 0 and "[echo] echo k1" in again.stdout, again.stderr
 
         settings["kafka"]["ssl_cafile"] = None
         settings["redis"]["ssl_cafile"] = None

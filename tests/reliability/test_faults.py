@@ -255,6 +255,9 @@ def test_a_worker_paused_past_its_session_cannot_commit_and_its_late_writes_are_
     def inject(workers, settings, producer) -> dict[str, float]:
         zombie = workers[0]
         _at(producer, 0.3, settings)
+        # The premise: A is stopped holding records it has not published yet (a worker that had
+        # caught up would have nothing to write late: the full-size run once stopped A there).
+        wait_for(lambda: zombie.metric("streamproc_in_flight_events") > 0, 60, "A to hold records in flight")
         zombie.proc.send_signal(signal.SIGSTOP)
         stopped_at = time.monotonic()
         workers.append(WorkerProcess(settings, tmp_path, test_plugins_path).start())

@@ -16,6 +16,7 @@ import redis
 from harness import (
     WorkerProcess,
     audio,
+    committed_to_end,
     create_topics,
     envelope,
     feed,
@@ -309,6 +310,9 @@ def test_keyed_state_survives_kill_9_and_redelivery_counts_nothing_twice(
             120,
             "a count for every event",
         )
+        # The feed may hold every count before the restart (all published, none committed):
+        # read the consumed count once the restarted worker has committed everything.
+        wait_for(lambda: committed_to_end(endpoints.kafka_bootstrap, worker.settings), 120, "everything committed")
         redelivered = again.metric("streamproc_events_consumed_total") - (len(events) - published)
     finally:
         again.terminate()

@@ -187,6 +187,14 @@ def test_tail_and_get_authenticate_with_the_redis_password(endpoints, unique, tm
         assert password not in tailed.stderr + got.stderr
 
 
+def _topic_names(unique: str) -> dict[str, Any]:
+    """The ``kafka`` settings naming a test's input and dead-letter topics."""
+    return {
+        "input_topics": {t: f"{unique}-{t}" for t in ("playback", "upload", "audio")},
+        "dead_letter_topic": f"{unique}-dlq",
+    }
+
+
 def test_produce_and_dead_letters_authenticate_with_sasl(unique, tmp_path: Path) -> None:
     """A broker whose client listener requires SASL/PLAIN: the tools use the same SASL
     settings as the worker, and a wrong password is one line naming the user."""
@@ -201,8 +209,7 @@ def test_produce_and_dead_letters_authenticate_with_sasl(unique, tmp_path: Path)
                 "sasl_mechanism": "PLAIN",
                 "sasl_username": "alice",
                 "sasl_password": password,
-                "input_topics": {t: f"{unique}-{t}" for t in ("playback", "upload", "audio")},
-                "dead_letter_topic": f"{unique}-dlq",
+                **_topic_names(unique),
             },
             "redis": {"url": info.redis_url},
         }
@@ -234,8 +241,7 @@ def test_produce_and_tail_speak_tls_verified_against_the_configured_ca(unique, t
                 "bootstrap": info.ssl_bootstrap,
                 "security_protocol": "SSL",
                 "ssl_cafile": info.tls_cafile,
-                "input_topics": {t: f"{unique}-{t}" for t in ("playback", "upload", "audio")},
-                "dead_letter_topic": f"{unique}-dlq",
+                **_topic_names(unique),
             },
             "redis": {"url": info.redis_tls_url, "ssl_cafile": info.tls_cafile, "key_prefix": f"{unique}:"},
         }

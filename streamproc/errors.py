@@ -29,6 +29,19 @@ class StateError(StreamprocError):
     """A plugin's ``state_key`` or ``update_state`` raised; the event fails for that plugin."""
 
 
+class PartitionFenced(StreamprocError):
+    """This worker may no longer write for an input partition: another member of its
+    consumer group owns it now. Its unsent batches must be dropped uncommitted; the owner
+    processes them again from the committed offset. ``sink`` names who refused the write
+    (``kafka``: the transaction was fenced; ``redis``: the partition's state was claimed)."""
+
+    def __init__(self, partition: tuple[str, int], reason: str, sink: str = "kafka") -> None:
+        super().__init__(f"{partition[0]}[{partition[1]}]: {reason}")
+        self.partition = partition
+        self.reason = reason
+        self.sink = sink
+
+
 class PluginLoadError(StreamprocError):
     """A plugin's entry point could not be imported, checked or loaded."""
 

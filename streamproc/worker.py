@@ -66,6 +66,7 @@ class StreamprocWorker:
             KeyedStateStore(
                 redis,
                 RedisKeys(settings.redis.key_prefix),
+                self.group_id,
                 settings.redis.state_ttl_s,
                 cache_size=settings.redis.state_cache_entries,
                 retry_s=settings.publish_retry_s,
@@ -166,13 +167,14 @@ class StreamprocWorker:
         @app.on_partitions_assigned.connect
         async def on_assigned(app: faust.App, assigned: set, **_: object) -> None:
             self._assigned = True
+            await self.engine.state.claim((tp.topic, tp.partition) for tp in assigned)
             await self.engine.kafka_sink.assign((tp.topic, tp.partition) for tp in assigned)
             self._publish_readiness()
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:
             # Faust already waited for every delivered record to be acked; keys may move now.
-            self.engine.state.forget_clean()
+            self.engine.state.release((tp.topic, tp.partition) for tp in revoked)
             await self.engine.kafka_sink.revoke((tp.topic, tp.partition) for tp in revoked)
             for tp in revoked:
                 for gauge in (self.metrics.consumer_lag, self.metrics.committed_lag):

@@ -51,7 +51,7 @@ from aiokafka.errors import (
 
 from streamproc.engine.sinks import KafkaSink, RedisSink
 from streamproc.engine.state import StateWrite
-from streamproc.engine.transactions import PartitionFenced
+from streamproc.errors import PartitionFenced
 from streamproc.records import DeadLetter, ResultRecord, SourceRecord
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ def is_permanent(error: BaseException) -> bool:
 PublishedHook = Callable[[PendingRecord, Publication], None]
 """Called once per acked record: ``release`` (step 5, flow control), then the metrics observer."""
 WriteHook = Callable[[float], None]
+FencedHook = Callable[[tuple[str, int]], None]
 FailureHook = Callable[[str, BaseException], None]
 
 
@@ -135,8 +136,10 @@ class OrderedPublisher:
         on_published: PublishedHook,
         on_failure: FailureHook,
         on_written: WriteHook,
+        on_fenced: FencedHook,
     ) -> None:
-        """``release`` frees what an acked record held (step 5); ``on_published``,
+        """``release`` frees what an acked record held (step 5); ``on_fenced`` forgets what
+        a partition's dropped records changed in memory (``_drop_fenced``); ``on_published``,
         ``on_failure`` (a sink or the publisher failed; retrying) and ``on_written`` (seconds
         a batch took to write) only observe."""
         self.redis_sink = redis_sink
@@ -146,6 +149,7 @@ class OrderedPublisher:
         self._on_published = on_published
         self._on_failure = on_failure
         self._on_written = on_written
+        self._on_fenced = on_fenced
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._unacked = 0
         self._last_progress = time.monotonic()
@@ -236,12 +240,14 @@ class OrderedPublisher:
             self._idle.set()
 
     def _drop_fenced(self, queue: _PartitionQueue, fenced: PartitionFenced) -> None:
-        """Another member owns the partition now (exactly_once): nothing of its queued
-        records was committed, and the new owner processes them again from the committed
-        offset. They are acked without a commit (under exactly_once Faust commits nothing
-        itself), so that Faust can finish the rebalance, and released."""
+        """Another member owns the partition now: nothing of its queued records was
+        committed, and the new owner processes them again from the committed offset. They
+        are acked, so that Faust can finish the rebalance, and released; no commit follows
+        (under exactly_once Faust commits nothing itself; under at_least_once the broker
+        refuses commits of a member the group no longer counts)."""
         log.warning("dropping %d uncommitted records of %s", len(queue.records), fenced)
-        self._on_failure("kafka", fenced)
+        self._on_failure(fenced.sink, fenced)
+        self._on_fenced(fenced.partition)
         while queue.records:
             record = queue.records.popleft()
             record.ack()
@@ -277,6 +283,8 @@ class OrderedPublisher:
             try:
                 refused = await self.redis_sink.write(results, writes)
                 break
+            except PartitionFenced:
+                raise
             except Exception as exc:  # down, read-only, timing out: all transient for Redis
                 self._on_failure("redis", exc)
                 await asyncio.sleep(self.retry_s)

@@ -79,6 +79,7 @@ class Engine:
             self._observe_published,
             self._observe_sink_failure,
             metrics.publish_seconds.observe,
+            state.evict_partition,
         )
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self.started = False

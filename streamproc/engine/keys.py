@@ -3,7 +3,9 @@
 - ``<p>latest:<kind>:<entity key>``: the latest result record of that kind (JSON), with a TTL;
 - ``<p>feed:<kind>``: a stream of result records (field ``record``), capped;
 - ``<p>seen:<plugin>:<event id>``: publication marker (idempotency), with a TTL;
-- ``<p>state:<plugin>:<state key>``: keyed plugin state (see ``streamproc.engine.state``).
+- ``<p>state:<plugin>:<state key>``: keyed plugin state (see ``streamproc.engine.state``);
+- ``<p>owner:<group>:<topic>:<partition>``: the epoch of the member whose state writes for
+  that input partition are accepted (fencing, see ``streamproc.engine.state``).
 """
 
 from __future__ import annotations
@@ -35,3 +37,6 @@ class RedisKeys:
 
     def state(self, plugin: str, key: str) -> str:
         return f"{self.prefix}state:{plugin}:{key}"
+
+    def owner(self, group: str, topic: str, partition: int) -> str:
+        return f"{self.prefix}owner:{group}:{topic}:{partition}"

@@ -23,7 +23,8 @@ from redis.exceptions import NoScriptError
 
 from streamproc.config import KafkaSettings, RedisSettings
 from streamproc.engine.keys import FEED_FIELD, RedisKeys
-from streamproc.engine.state import WRITE_IF_NEWER, StateWrite
+from streamproc.engine.state import STATE_FENCED, WRITE_IF_NEWER, StateWrite
+from streamproc.errors import PartitionFenced
 from streamproc.kafka_clients import aiokafka_options
 from streamproc.records import ResultRecord
 
@@ -68,7 +69,9 @@ class RedisSink:
         """Apply every write; returns once Redis acknowledged all of them, else raises.
 
         Returns the results Redis refused because another input was already published
-        under the same plugin and event id (a replay of the same input is not refused)."""
+        under the same plugin and event id (a replay of the same input is not refused).
+        Raises ``PartitionFenced`` when a state write was refused because another member
+        claimed its partition (the batch's results are idempotent; it is dropped)."""
         if not results and not state_writes:
             return []
         newest = list({(w.redis_key, w.mark): w for w in state_writes}.values())  # given in applied order
@@ -79,6 +82,11 @@ class RedisSink:
         except NoScriptError:
             await self._load_scripts()
             answers = await self._execute(results, newest)  # every script call is idempotent
+        fenced = next((w for w, answer in zip(newest, answers, strict=False) if answer == STATE_FENCED), None)
+        if fenced is not None:
+            topic, partition = fenced.mark.rsplit(":", 1)
+            reason = f"its state was claimed by a newer member (epoch {fenced.epoch} is stale)"
+            raise PartitionFenced((topic, int(partition)), reason, "redis")
         published = answers[len(newest) :]
         return [r for r, answer in zip(results, published, strict=True) if answer == ID_COLLISION]
 
@@ -91,13 +99,15 @@ class RedisSink:
             for write in state_writes:
                 pipe.evalsha(
                     self._shas["state"],
-                    1,
+                    2,
                     write.redis_key,
+                    write.owner_key,
                     write.state_json,
                     write.mark,
                     write.offset,
                     s.state_ttl_s,
                     write.ids_json,
+                    write.epoch,
                 )
             for record in results:
                 pipe.evalsha(

@@ -14,6 +14,15 @@ re-published event (an id among the last ``recent_ids``) reads the state and cha
 nothing. Writes are conditional on that offset (a Lua script), so
 a late write can never roll state back. States of owned keys are cached in memory; an
 entry whose write is still in flight is never evicted.
+
+Fencing: a member paused past its session (a zombie) still holds cached states and records
+of partitions the group gave to another member. Resumed, it would apply them to its stale
+cache and overwrite the new owner's newer state (its offsets may be higher). So when the
+group assigns a partition, the member claims it: it increments the partition's owner epoch
+in Redis (``claim``), and each state write carries the writer's epoch; the script refuses a
+write whose epoch is no longer the partition's (``STATE_FENCED``), and the publisher drops
+that batch uncommitted (``PartitionFenced``). A zombie never claims: it learns of its lost
+partitions only through a rebalance, which revokes them first.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +46,14 @@ from streamproc.records import SourceRecord
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] = state hash; ARGV = state json, partition mark, offset, ttl, recent ids json
+STATE_FENCED = -1
+"""The state script's answer to a write whose epoch is not its partition's owner epoch."""
+
+# KEYS[1] = state hash, KEYS[2] = owner epoch; ARGV = state json, partition mark, offset, ttl,
+# recent ids json, the writer's epoch
 WRITE_IF_NEWER = """
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[6] then return -1 end
 local applied = redis.call('HGET', KEYS[1], ARGV[2])
 if applied and tonumber(applied) >= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'ids', ARGV[5], ARGV[2], ARGV[3])
@@ -56,6 +71,10 @@ class StateWrite:
     ids_json: str
     mark: str
     offset: int
+    owner_key: str
+    """The owner epoch key of the record's partition (``RedisKeys.owner``)."""
+    epoch: int
+    """The writer's epoch for that partition: the write is refused once another member claimed it."""
 
 
 @dataclass
@@ -73,13 +92,18 @@ class KeyedStateStore:
         self,
         redis: Redis,
         keys: RedisKeys,
+        group: str,
         ttl_s: int,
         cache_size: int = 100_000,
         retry_s: float = 1.0,
         recent_ids: int = 64,
     ) -> None:
-        """``cache_size``: states kept in memory; ``recent_ids``: event ids remembered per key."""
+        """``group``: the consumer group whose members claim partitions; ``cache_size``: states
+        kept in memory; ``recent_ids``: event ids remembered per key."""
         self.redis = redis
+        self.group = group
+        self._epochs: dict[tuple[str, int], int] = {}
+        """This member's owner epoch of each partition it claimed."""
         self.recent_ids = recent_ids
         self.retry_s = retry_s
         self.keys = keys
@@ -106,6 +130,8 @@ class KeyedStateStore:
                 f"the record's Kafka key {source.key[:64]!r} is not its event key {event.key[:64]!r}: keyed state "
                 "needs every record of a key in one partition (produce with the event key)"
             )
+        partition = (source.topic, source.partition)
+        epoch = self._epoch(partition)
         redis_key = self.keys.state(plugin.name, key)
         entry = self._cache.get(redis_key)
         if entry is None:
@@ -129,18 +155,59 @@ class KeyedStateStore:
         entry.ids = [*entry.ids[-(self.recent_ids - 1) :], event.id][-self.recent_ids :]
         entry.unwritten += 1
         ids_json = orjson.dumps(entry.ids).decode()
-        return entry.state, StateWrite(redis_key, state_json, ids_json, mark, source.offset)
+        owner_key = self.keys.owner(self.group, *partition)
+        return entry.state, StateWrite(redis_key, state_json, ids_json, mark, source.offset, owner_key, epoch)
+
+    async def claim(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Claim newly assigned partitions: increment their owner epochs in Redis, which
+        refuses every later state write of their previous owners. Waits while Redis is down
+        (the group assigned them; records of them cannot be applied before the claim)."""
+        new = sorted({p for p in partitions if p not in self._epochs})
+        if not new:
+            return
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for topic, partition in new:
+                        pipe.incr(self.keys.owner(self.group, topic, partition))
+                    epochs = await pipe.execute()
+                break
+            except RedisError as exc:
+                log.warning("claiming %d partitions failed (%s); retrying in %.1f s", len(new), exc, self.retry_s)
+                await asyncio.sleep(self.retry_s)
+        self._epochs.update(zip(new, (int(e) for e in epochs), strict=True))
+
+    def release(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Forget the claims of revoked partitions, and cached states with no write in flight
+        (their keys may move to another member)."""
+        for partition in partitions:
+            self._epochs.pop(partition, None)
+        for key in [k for k, e in self._cache.items() if e.unwritten == 0]:
+            del self._cache[key]
+
+    def evict_partition(self, partition: tuple[str, int]) -> None:
+        """Forget every cached state that applied a record of ``partition``, written or not:
+        the partition's unsent records were dropped (fenced), so those states may hold
+        effects Redis never got, and Redis has the owner's newer state."""
+        mark = f"{partition[0]}:{partition[1]}"
+        for key in [k for k, e in self._cache.items() if mark in e.applied]:
+            del self._cache[key]
+
+    def _epoch(self, partition: tuple[str, int]) -> int:
+        """This member's epoch for ``partition``; raises ``StateError`` if it did not claim it."""
+        epoch = self._epochs.get(partition)
+        if epoch is None:
+            raise StateError(
+                f"{partition[0]}[{partition[1]}] is not assigned to this worker (a record fetched before a "
+                "rebalance): its state is not applied here"
+            )
+        return epoch
 
     def written(self, write: StateWrite) -> None:
         """Called by the publisher once Redis acknowledged ``write``."""
         entry = self._cache.get(write.redis_key)
         if entry is not None:
             entry.unwritten = max(0, entry.unwritten - 1)
-
-    def forget_clean(self) -> None:
-        """Drop cached entries with no write in flight (on rebalance: keys may have moved)."""
-        for key in [k for k, e in self._cache.items() if e.unwritten == 0]:
-            del self._cache[key]
 
     async def _load(self, redis_key: str) -> _Entry:
         while True:  # while Redis is down the agent waits here: backpressure, nothing skipped

@@ -31,10 +31,11 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, ProducerFenced, TransactionalIdAuthorizationFailed
 
 from streamproc.config import KafkaSettings
 from streamproc.engine.sinks import KafkaSink, send_all
+from streamproc.errors import PartitionFenced
 from streamproc.kafka_clients import aiokafka_options
 
 if TYPE_CHECKING:
@@ -44,15 +45,8 @@ log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
 
-
-class PartitionFenced(Exception):
-    """This worker may no longer write for the partition: another member owns it now (or
-    the partition is not assigned here). Its unsent batches must be dropped uncommitted."""
-
-    def __init__(self, partition: Partition, reason: str) -> None:
-        super().__init__(f"{partition[0]}[{partition[1]}]: {reason}")
-        self.partition = partition
-        self.reason = reason
+FATAL_RECORD_ERRORS = (ProducerFenced, OutOfOrderSequenceNumber, TransactionalIdAuthorizationFailed)
+"""Errors that stop an aiokafka producer's sender: the producer is unusable afterwards."""
 
 
 class TransactionalKafkaSink(KafkaSink):
@@ -138,6 +132,9 @@ class TransactionalKafkaSink(KafkaSink):
         try:
             await producer.begin_transaction()
             failures = await send_all(producer, messages)
+            fatal = _fatal_failure(failures)
+            if fatal is not None:
+                raise fatal
             if failures:
                 await producer.abort_transaction()
                 return failures
@@ -145,13 +142,45 @@ class TransactionalKafkaSink(KafkaSink):
             await producer.commit_transaction()
             return []
         except ProducerFenced as exc:
+            _sender_stopped(producer)
             self._fenced.setdefault(partition, time.monotonic())
             raise PartitionFenced(partition, f"fenced by another producer ({exc})") from exc
+        except AssertionError as exc:  # aiokafka refuses a transaction step once its sender stopped
+            if not _sender_stopped(producer):
+                raise
+            self._fenced.setdefault(partition, time.monotonic())
+            raise PartitionFenced(partition, f"its producer stopped between transaction steps ({exc})") from exc
         except KafkaError:
             if partition in self._producers:  # not revoked meanwhile
                 self._producers[partition] = None
             await _close(producer)
             raise
+
+
+def _fatal_failure(failures: Sequence[tuple[KafkaMessage, KafkaError]]) -> KafkaError | None:
+    """The first failure that ended the producer's sender (``FATAL_RECORD_ERRORS``), if any.
+
+    aiokafka's sender stops on such an error and fails every pending record with it; the
+    producer can neither abort nor begin a transaction after that (its state is fatal), so
+    the batch must not be aborted and resent on it: a fenced producer's partition is fenced
+    here, any other fatal error replaces the producer."""
+    return next((exc for _, exc in failures if isinstance(exc, FATAL_RECORD_ERRORS)), None)
+
+
+def _sender_stopped(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's transaction state is fatal (its sender stopped on a fatal
+    error), which aiokafka has no public accessor for. The partition is then treated as
+    fenced, not given a new producer: a new producer of a member that lost the partition
+    would fence its rightful owner. The fatal error aiokafka also sets on its transaction
+    waiter is retrieved here: left to the garbage collector it is logged as "never
+    retrieved", from whatever code the collector interrupts."""
+    manager = getattr(producer, "_txn_manager", None)
+    if manager is None or not manager.is_fatal_error():
+        return False
+    waiter = manager.wait_for_transaction_end()
+    if waiter.done() and not waiter.cancelled():
+        waiter.exception()
+    return True
 
 
 async def _close(producer: AIOKafkaProducer | None) -> None:

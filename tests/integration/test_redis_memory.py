@@ -134,6 +134,8 @@ def test_redis_memory_per_event_is_within_the_documented_bounds() -> None:
                 json.dumps(recent[state_key]),
                 "playback:0",
                 i,
+                keys.owner("group", "playback", 0),
+                1,
             )
         )
     with redis_server() as client:

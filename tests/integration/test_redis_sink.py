@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 import redis
@@ -11,7 +12,8 @@ import redis
 from streamproc.config import RedisSettings
 from streamproc.engine.keys import RedisKeys
 from streamproc.engine.sinks import RedisSink
-from streamproc.engine.state import StateWrite
+from streamproc.engine.state import KeyedStateStore, StateWrite
+from streamproc.errors import PartitionFenced
 from streamproc.records import ResultRecord
 from streamproc.redis_clients import async_redis
 
@@ -23,7 +25,7 @@ def _result(n: int) -> ResultRecord:
 
 
 def _state(key: str, offset: int) -> StateWrite:
-    return StateWrite(key, json.dumps({"last": offset}), json.dumps([f"e{offset}"]), "in:0", offset)
+    return StateWrite(key, json.dumps({"last": offset}), json.dumps([f"e{offset}"]), "in:0", offset, f"{key}:owner", 1)
 
 
 def _calls(client: redis.Redis) -> dict[str, int]:
@@ -78,3 +80,32 @@ def test_scripts_redis_lost_are_loaded_again_and_the_batch_is_written(endpoints,
 
     assert refused == []
     assert client.get(RedisKeys(prefix).latest("echoes", "user1")) == _result(1).to_json()
+
+
+def test_a_state_write_of_a_member_whose_partition_was_claimed_since_is_refused(endpoints, unique) -> None:
+    """A zombie's late write, even of a newer offset, cannot overwrite the new owner's state."""
+    prefix = f"t:{unique}:"
+    keys = RedisKeys(prefix)
+    client = redis.Redis.from_url(endpoints.redis_url)
+    key, owner_key = keys.state("echo", "user1"), keys.owner("group", "in", 0)
+
+    async def claim_twice_then_write() -> None:
+        connection = async_redis(RedisSettings(url=endpoints.redis_url, key_prefix=prefix))
+        try:
+            zombie = KeyedStateStore(connection, keys, "group", ttl_s=60)
+            owner = KeyedStateStore(connection, keys, "group", ttl_s=60)
+            await zombie.claim([("in", 0)])
+            zombie_epoch = int(client.get(owner_key))
+            await owner.claim([("in", 0)])
+            owner_epoch = int(client.get(owner_key))
+            sink = RedisSink(connection, RedisSettings(url=endpoints.redis_url, key_prefix=prefix))
+            await sink.write([], [replace(_state(key, 5), owner_key=owner_key, epoch=owner_epoch)])
+            with pytest.raises(PartitionFenced) as fenced:
+                await sink.write([], [replace(_state(key, 9), owner_key=owner_key, epoch=zombie_epoch)])
+            assert fenced.value.partition == ("in", 0) and fenced.value.sink == "redis"
+        finally:
+            await connection.aclose()
+
+    asyncio.run(claim_twice_then_write())
+    stored = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+    assert json.loads(stored["state"]) == {"last": 5} and stored["in:0"] == "5"

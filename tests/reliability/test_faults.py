@@ -243,6 +243,10 @@ def test_two_workers_rebalancing_mid_stream_lose_nothing_and_keep_state(
     _run(fault_stack, f"rebalance-{unique}", tmp_path, test_plugins_path, inject, guarantee)
 
 
+FAUST_HEARTBEAT_INTERVAL_S = 3.0
+"""How often a worker heartbeats to the group coordinator (Faust's broker_heartbeat_interval)."""
+
+
 def test_a_worker_paused_past_its_session_cannot_commit_and_its_late_writes_are_aborted(
     fault_stack, unique, tmp_path, test_plugins_path
 ) -> None:
@@ -262,7 +266,10 @@ def test_a_worker_paused_past_its_session_cannot_commit_and_its_late_writes_are_
         stopped_at = time.monotonic()
         workers.append(WorkerProcess(settings, tmp_path, test_plugins_path).start())
         taken_over = _first_result_after(workers[1], 0, stopped_at)
-        assert time.monotonic() - stopped_at > session_s, "B published before A's session could expire"
+        # A's session expires session_s after its last heartbeat, which may precede the stop by
+        # up to one heartbeat interval (Faust's default, 3 s).
+        expired_at_the_earliest = session_s - FAUST_HEARTBEAT_INTERVAL_S
+        assert time.monotonic() - stopped_at > expired_at_the_earliest, "B published before A's session could expire"
         zombie.proc.send_signal(signal.SIGCONT)
         # Resumed, A either tries to commit what it held (fenced: "dropping N uncommitted
         # records") or finds itself out of the group first and holds nothing by then; either

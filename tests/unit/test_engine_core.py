@@ -31,7 +31,7 @@ from streamproc.engine.engine import Engine
 from streamproc.engine.keys import RedisKeys
 from streamproc.engine.runtime import PluginRuntime
 from streamproc.engine.state import KeyedStateStore, StateWrite, _Entry
-from streamproc.engine.transactions import PartitionFenced
+from streamproc.errors import PartitionFenced
 from streamproc.events import Event
 from streamproc.ops.metrics import Metrics
 from streamproc.plugin import Plugin
@@ -133,10 +133,13 @@ class MemoryStateStore(KeyedStateStore):
     """Keyed state starting empty for every key (no Redis read); writes go to the sinks."""
 
     def __init__(self, recent_ids: int = 64) -> None:
-        super().__init__(redis=None, keys=RedisKeys("test:"), ttl_s=60, recent_ids=recent_ids)  # type: ignore[arg-type]
+        super().__init__(redis=None, keys=RedisKeys("test:"), group="test", ttl_s=60, recent_ids=recent_ids)  # type: ignore[arg-type]
 
     async def _load(self, redis_key: str) -> _Entry:
         return _Entry(state=None, applied={}, ids=[])
+
+    def _epoch(self, partition: tuple[str, int]) -> int:
+        return 1  # every partition is this member's
 
 
 @dataclass
@@ -283,6 +286,30 @@ def test_keyed_state_remembers_as_many_event_ids_as_configured() -> None:
 
     # evt-2 again (offset 3) is among the 2 remembered ids; evt-0 again (offset 4) is not any more
     assert asyncio.run(main()) == [1, 2, 3, 3, 4]
+
+
+def test_a_fenced_partition_leaves_no_cached_state_behind_and_the_next_read_starts_from_redis() -> None:
+    """A zombie's cache holds effects its dropped batches never wrote; after the drop a key
+    of that partition is read again (here: from empty), a key of another partition is kept."""
+    from streamproc.events import decode_event
+
+    settings = Settings(enabled_plugins=["counter"])
+    counter = load_plugins(settings)[0]["counter"].plugin
+    store = MemoryStateStore()
+    limits = settings.limits.payload_limits()
+
+    async def count(n: int, user: str, partition: int) -> int:
+        value = playback(n, user)
+        source = SourceRecord("events", partition, n, user.encode(), value)
+        state, _ = await store.apply(counter, decode_event(value, limits), source)
+        return int(state["count"])
+
+    async def main() -> list[int]:
+        counts = [await count(0, "u1", 0), await count(1, "u1", 0), await count(2, "u2", 1), await count(3, "u2", 1)]
+        store.evict_partition(("events", 0))
+        return [*counts, await count(4, "u1", 0), await count(5, "u2", 1)]
+
+    assert asyncio.run(main()) == [1, 2, 1, 2, 1, 3]
 
 
 def test_hostile_records_become_decode_dead_letters_with_their_identity_and_the_partition_goes_on() -> None:

@@ -102,8 +102,8 @@ class KeyedStateStore:
         kept in memory; ``recent_ids``: event ids remembered per key."""
         self.redis = redis
         self.group = group
-        self._epochs: dict[tuple[str, int], int] = {}
-        """This member's owner epoch of each partition it claimed."""
+        self._claims: dict[tuple[str, int], asyncio.Future[int]] = {}
+        """This member's owner epoch of each assigned partition, once claimed."""
         self.recent_ids = recent_ids
         self.retry_s = retry_s
         self.keys = keys
@@ -131,7 +131,7 @@ class KeyedStateStore:
                 "needs every record of a key in one partition (produce with the event key)"
             )
         partition = (source.topic, source.partition)
-        epoch = self._epoch(partition)
+        epoch = await self._epoch(partition)
         redis_key = self.keys.state(plugin.name, key)
         entry = self._cache.get(redis_key)
         if entry is None:
@@ -162,7 +162,8 @@ class KeyedStateStore:
         """Claim newly assigned partitions: increment their owner epochs in Redis, which
         refuses every later state write of their previous owners. Waits while Redis is down
         (the group assigned them; records of them cannot be applied before the claim)."""
-        new = sorted({p for p in partitions if p not in self._epochs})
+        claims = {p: self._claim_of(p) for p in sorted(set(partitions))}
+        new = [p for p, claim in claims.items() if not claim.done()]
         if not new:
             return
         while True:
@@ -175,13 +176,18 @@ class KeyedStateStore:
             except RedisError as exc:
                 log.warning("claiming %d partitions failed (%s); retrying in %.1f s", len(new), exc, self.retry_s)
                 await asyncio.sleep(self.retry_s)
-        self._epochs.update(zip(new, (int(e) for e in epochs), strict=True))
+        for partition, epoch in zip(new, epochs, strict=True):
+            if not claims[partition].done():  # not revoked while Redis answered
+                claims[partition].set_result(int(epoch))
 
     def release(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Forget the claims of revoked partitions, and cached states with no write in flight
         (their keys may move to another member)."""
         for partition in partitions:
-            self._epochs.pop(partition, None)
+            claim = self._claims.pop(partition, None)
+            if claim is not None and not claim.done():  # records wait for it: they fail, not hang
+                claim.set_exception(StateError(f"{partition[0]}[{partition[1]}] was revoked before it was claimed"))
+                claim.exception()  # retrieved: a claim nobody waited for is not worth a log line
         for key in [k for k, e in self._cache.items() if e.unwritten == 0]:
             del self._cache[key]
 
@@ -193,15 +199,18 @@ class KeyedStateStore:
         for key in [k for k, e in self._cache.items() if mark in e.applied]:
             del self._cache[key]
 
-    def _epoch(self, partition: tuple[str, int]) -> int:
-        """This member's epoch for ``partition``; raises ``StateError`` if it did not claim it."""
-        epoch = self._epochs.get(partition)
-        if epoch is None:
-            raise StateError(
-                f"{partition[0]}[{partition[1]}] is not assigned to this worker (a record fetched before a "
-                "rebalance): its state is not applied here"
-            )
-        return epoch
+    def _claim_of(self, partition: tuple[str, int]) -> asyncio.Future[int]:
+        claim = self._claims.get(partition)
+        if claim is None:
+            claim = self._claims[partition] = asyncio.get_running_loop().create_future()
+        return claim
+
+    async def _epoch(self, partition: tuple[str, int]) -> int:
+        """This member's epoch for ``partition``. Faust may hand over a newly assigned
+        partition's records before its assignment callback claimed it: they wait for the
+        claim (as they wait for Redis), and fail with ``StateError`` if the partition is
+        revoked first."""
+        return await asyncio.shield(self._claim_of(partition))
 
     def written(self, write: StateWrite) -> None:
         """Called by the publisher once Redis acknowledged ``write``."""

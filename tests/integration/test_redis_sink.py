@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import redis
 
-from streamproc.config import RedisSettings
+from streamproc.config import RedisSettings, Settings
 from streamproc.engine.keys import RedisKeys
 from streamproc.engine.sinks import RedisSink
 from streamproc.engine.state import KeyedStateStore, StateWrite
-from streamproc.errors import PartitionFenced
-from streamproc.records import ResultRecord
+from streamproc.errors import PartitionFenced, StateError
+from streamproc.events import decode_event
+from streamproc.records import ResultRecord, SourceRecord
 from streamproc.redis_clients import async_redis
+from streamproc.registry import load_plugins
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +112,39 @@ def test_a_state_write_of_a_member_whose_partition_was_claimed_since_is_refused(
     asyncio.run(claim_twice_then_write())
     stored = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
     assert json.loads(stored["state"]) == {"last": 5} and stored["in:0"] == "5"
+
+
+def test_a_record_handed_over_before_its_partition_is_claimed_waits_for_the_claim(
+    endpoints, unique, test_plugins_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust may deliver a newly assigned partition's records before the assignment callback
+    claimed it: the state is applied once the claim lands, with its epoch; a record of a
+    partition revoked before it was claimed fails with ``StateError`` instead of hanging."""
+    monkeypatch.syspath_prepend(str(test_plugins_path))  # the counter test plugin
+    settings = Settings(enabled_plugins=["counter"])
+    counter = load_plugins(settings)[0]["counter"].plugin
+    event = {"id": "e1", "type": "playback", "ts": 1, "user_id": "u1", "item_id": "i1", "action": "start"}
+    value = json.dumps({**event, "position_s": 0.0, "duration_s": 60.0, "media": "video"}).encode()
+    decoded = decode_event(value, settings.limits.payload_limits())
+    keys = RedisKeys(f"t:{unique}:")
+
+    async def hand_over_early() -> tuple[int, int, str]:
+        connection = async_redis(RedisSettings(url=endpoints.redis_url, key_prefix=keys.prefix))
+        try:
+            store = KeyedStateStore(connection, keys, "group", ttl_s=60)
+            early = asyncio.ensure_future(store.apply(counter, decoded, SourceRecord("in", 0, 0, b"u1", value)))
+            orphan = asyncio.ensure_future(store.apply(counter, decoded, SourceRecord("in", 1, 0, b"u1", value)))
+            await asyncio.sleep(0.2)
+            assert not early.done() and not orphan.done(), "both wait for their partition's claim"
+            await store.claim([("in", 0)])
+            store.release([("in", 1)])
+            _, write = await early
+            with pytest.raises(StateError) as refused:
+                await orphan
+            return write.epoch, int(await connection.get(keys.owner("group", "in", 0))), str(refused.value)
+        finally:
+            await connection.aclose()
+
+    epoch, owner_epoch, reason = asyncio.run(hand_over_early())
+    assert epoch == owner_epoch == 1
+    assert "revoked before it was claimed" in reason

@@ -138,7 +138,7 @@ class MemoryStateStore(KeyedStateStore):
     async def _load(self, redis_key: str) -> _Entry:
         return _Entry(state=None, applied={}, ids=[])
 
-    def _epoch(self, partition: tuple[str, int]) -> int:
+    async def _epoch(self, partition: tuple[str, int]) -> int:
         return 1  # every partition is this member's
 
 

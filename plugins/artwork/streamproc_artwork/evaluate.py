@@ -223,6 +223,36 @@ def quality_report(
     }
 
 
+def scale_scan(
+    generator: Generator, judge: JudgeNet, scales: list[float], n_generated: int, seed: int
+) -> list[dict[str, Any]]:
+    """The judge's class agreement and within-class spread (judge features) of the generator
+    at each latent scale: the trade-off the shipped scale is chosen from. Run it on a seed
+    other than the model card's, so the card measures a choice made on other samples."""
+    test = load_split("test")
+    per_class = n_generated // NUM_CLASSES
+    real = {c: judge_outputs(judge, test.images[i])[0] for c, i in class_sample(test.labels, per_class, seed).items()}
+    shipped_scale, rows = generator.latent_scale, []
+    try:
+        for scale in scales:
+            generator.latent_scale = scale
+            with torch.no_grad():
+                images, labels = generate_balanced(generator, per_class, seed)
+            feats, preds = judge_outputs(judge, images)
+            generated = {c: feats[(labels == c).numpy()] for c in range(NUM_CLASSES)}
+            _, spread = spread_ratios(generated, real, replicates=200, seed=seed)
+            rows.append(
+                {
+                    "latent_scale": scale,
+                    "agreement": agreement(preds, labels.numpy()),
+                    "spread_judge_features": spread.as_dict(),
+                }
+            )
+    finally:
+        generator.latent_scale = shipped_scale
+    return rows
+
+
 def source_commit() -> str | None:
     """The git commit of the measuring code's checkout; ``None`` outside a git checkout."""
     try:
@@ -258,11 +288,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-dir", type=Path, default=None, help="default: shipped")
     parser.add_argument("--write-card", action="store_true", help="record in model_card.json")
+    parser.add_argument(
+        "--scan-scales",
+        type=float,
+        nargs="+",
+        metavar="SCALE",
+        help="instead: agreement and spread at each latent scale (choose config.json's latent_scale on --seed 1)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.monotonic()
     weights_dir = args.weights_dir or shipped_weights_dir()
-    if args.write_card:
+    if args.scan_scales:
+        report = scale_scan(load_generator("cpu", weights_dir), load_judge(), args.scan_scales, args.samples, args.seed)
+    elif args.write_card:
         report = write_quality_to_card(weights_dir, args.samples, args.seed)
     else:
         generator = load_generator("cpu", weights_dir)

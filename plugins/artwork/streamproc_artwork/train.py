@@ -146,10 +146,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embed-dim", type=int, default=32)
     parser.add_argument("--lr-g", type=float, default=2e-4)
     parser.add_argument("--lr-d", type=float, default=2e-4)
-    parser.add_argument("--aux-weight", type=float, default=0.2, help="AC-GAN class loss weight")
-    parser.add_argument("--mode-seeking", type=float, default=0.0, help="weight of the mode-seeking (diversity) term")
+    parser.add_argument("--aux-weight", type=float, default=1.5, help="AC-GAN class loss weight")
+    parser.add_argument("--mode-seeking", type=float, default=1.5, help="weight of the mode-seeking (diversity) term")
     parser.add_argument("--ema", type=float, default=0.999, help="generator EMA decay")
     parser.add_argument("--ema-start", type=int, default=1000, help="steps before EMA starts")
+    parser.add_argument(
+        "--latent-scale",
+        type=float,
+        default=0.775,
+        help="the scale the shipped generator draws at (config.json; training draws at 1.0): choose it with "
+        "`python -m streamproc_artwork.evaluate --scan-scales ... --samples 2000 --seed 1`",
+    )
     parser.add_argument("--eval-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -163,7 +170,12 @@ def main(argv: list[str] | None = None) -> None:
     wall, cpu = time.monotonic() - start, time.process_time() - cpu_start
     state = {k: v.contiguous() for k, v in generator.state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE))
-    config = {"width": args.g_width, "embed_dim": args.embed_dim, "latent_dim": LATENT_DIM}
+    config = {
+        "width": args.g_width,
+        "embed_dim": args.embed_dim,
+        "latent_dim": LATENT_DIM,
+        "latent_scale": args.latent_scale,
+    }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     shipped = load_generator("cpu", out)
     card = {
@@ -202,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                     "mode_seeking",
                     "ema",
                     "ema_start",
+                    "latent_scale",
                 )
             },
         },

@@ -84,9 +84,8 @@ class RedisSink:
             answers = await self._execute(results, newest)  # every script call is idempotent
         fenced = next((w for w, answer in zip(newest, answers, strict=False) if answer == STATE_FENCED), None)
         if fenced is not None:
-            topic, partition = fenced.mark.rsplit(":", 1)
             reason = f"its state was claimed by a newer member (epoch {fenced.epoch} is stale)"
-            raise PartitionFenced((topic, int(partition)), reason, "redis")
+            raise PartitionFenced(fenced.partition, reason, "redis")
         published = answers[len(newest) :]
         return [r for r, answer in zip(results, published, strict=True) if answer == ID_COLLISION]
 

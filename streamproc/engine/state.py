@@ -62,6 +62,11 @@ return 1
 """
 
 
+def partition_mark(partition: tuple[str, int]) -> str:
+    """The state hash field holding the last offset applied from ``partition``."""
+    return f"{partition[0]}:{partition[1]}"
+
+
 @dataclass(frozen=True)
 class StateWrite:
     """A state change to persist with its event's results."""
@@ -69,12 +74,17 @@ class StateWrite:
     redis_key: str
     state_json: str
     ids_json: str
-    mark: str
+    partition: tuple[str, int]
+    """The input partition of the record applied (topic, partition)."""
     offset: int
     owner_key: str
     """The owner epoch key of the record's partition (``RedisKeys.owner``)."""
     epoch: int
     """The writer's epoch for that partition: the write is refused once another member claimed it."""
+
+    @property
+    def mark(self) -> str:
+        return partition_mark(self.partition)
 
 
 @dataclass
@@ -139,7 +149,7 @@ class KeyedStateStore:
             self._remember(redis_key, entry)
         else:
             self._cache.move_to_end(redis_key)
-        mark = f"{source.topic}:{source.partition}"
+        mark = partition_mark(partition)
         if entry.applied.get(mark, -1) >= source.offset or event.id in entry.ids:
             return entry.state, None
         try:  # the plugin's bugs fail this event for this plugin and leave the state unchanged
@@ -156,7 +166,7 @@ class KeyedStateStore:
         entry.unwritten += 1
         ids_json = orjson.dumps(entry.ids).decode()
         owner_key = self.keys.owner(self.group, *partition)
-        return entry.state, StateWrite(redis_key, state_json, ids_json, mark, source.offset, owner_key, epoch)
+        return entry.state, StateWrite(redis_key, state_json, ids_json, partition, source.offset, owner_key, epoch)
 
     async def claim(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Claim newly assigned partitions: increment their owner epochs in Redis, which
@@ -195,7 +205,7 @@ class KeyedStateStore:
         """Forget every cached state that applied a record of ``partition``, written or not:
         the partition's unsent records were dropped (fenced), so those states may hold
         effects Redis never got, and Redis has the owner's newer state."""
-        mark = f"{partition[0]}:{partition[1]}"
+        mark = partition_mark(partition)
         for key in [k for k, e in self._cache.items() if mark in e.applied]:
             del self._cache[key]
 
@@ -210,7 +220,10 @@ class KeyedStateStore:
         partition's records before its assignment callback claimed it: they wait for the
         claim (as they wait for Redis), and fail with ``StateError`` if the partition is
         revoked first."""
-        return await asyncio.shield(self._claim_of(partition))
+        claim = self._claim_of(partition)
+        if claim.done():  # every record but the first few after an assignment
+            return claim.result()
+        return await asyncio.shield(claim)
 
     def written(self, write: StateWrite) -> None:
         """Called by the publisher once Redis acknowledged ``write``."""

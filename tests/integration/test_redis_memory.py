@@ -132,7 +132,7 @@ def test_redis_memory_per_event_is_within_the_documented_bounds() -> None:
                 keys.state("recommender", state_key),
                 json.dumps(states[state_key], separators=(",", ":")),
                 json.dumps(recent[state_key]),
-                "playback:0",
+                ("playback", 0),
                 i,
                 keys.owner("group", "playback", 0),
                 1,

@@ -28,7 +28,8 @@ def _result(n: int) -> ResultRecord:
 
 
 def _state(key: str, offset: int) -> StateWrite:
-    return StateWrite(key, json.dumps({"last": offset}), json.dumps([f"e{offset}"]), "in:0", offset, f"{key}:owner", 1)
+    state, ids = json.dumps({"last": offset}), json.dumps([f"e{offset}"])
+    return StateWrite(key, state, ids, ("in", 0), offset, f"{key}:owner", 1)
 
 
 def _calls(client: redis.Redis) -> dict[str, int]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import math
 import re
 import subprocess
 import tempfile
@@ -295,44 +296,66 @@ def fingerprint(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalpha())
 
 
-def word_trigrams(text: str) -> set[tuple[str, ...]]:
-    words = re.findall(r"\w+", unicodedata.normalize("NFKC", text).lower())
-    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", unicodedata.normalize("NFKC", text).lower())
+
+
+def word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """The distinct word ``n``-grams of ``text`` (NFKC, lowercased, punctuation ignored)."""
+    words = _words(text)
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 class DuplicateFilter:
     """Tells whether a text duplicates one of a reference set, exactly or nearly.
 
-    Exact: same ``fingerprint``. Near: the text shares at least ``overlap`` of the word
-    trigrams of a reference text that has 3 or more (half a sentence copied, a version
-    number changed, a clause added ...).
+    Exact: same ``fingerprint``. Near, for a reference of 3 or more word trigrams: the text
+    shares at least ``overlap`` of them (half a sentence copied, a version number changed,
+    a clause added ...). Near, for a shorter reference of 2 or more words (a title such as
+    "Terminal emulator for GNOME"): the text has at most twice the reference's words and
+    shares at least ``overlap`` of its word bigrams ("GNOME terminal emulator", "A terminal
+    emulator for GNOME"). A one-word reference has only exact duplicates. With
+    ``short_texts=False`` shorter references have only exact duplicates too (the rule the
+    frozen general held-out set was built with).
     """
 
-    def __init__(self, texts: Iterable[str], overlap: float = 0.5) -> None:
+    def __init__(self, texts: Iterable[str], overlap: float = 0.5, short_texts: bool = True) -> None:
         self.overlap = overlap
+        self.short_texts = short_texts
         self.exact: set[str] = set()
-        self.sizes: list[int] = []
         self.index: dict[tuple[str, ...], list[int]] = {}
+        self.grams: list[int] = []
+        """Per reference: how many n-grams it has."""
+        self.max_words: list[float] = []
+        """Per reference: the longest text that can nearly duplicate it."""
         for text in texts:
             self.add(text)
 
     def add(self, text: str) -> None:
         """Add one reference text."""
         self.exact.add(fingerprint(text))
-        grams = word_trigrams(text)
-        if len(grams) >= 3:
-            for gram in grams:
-                self.index.setdefault(gram, []).append(len(self.sizes))
-            self.sizes.append(len(grams))
+        words = _words(text)
+        grams = word_ngrams(text, 3)
+        max_words = math.inf
+        if len(grams) < 3:
+            grams, max_words = (word_ngrams(text, 2) if self.short_texts else set()), 2 * len(words)
+        if not grams:
+            return
+        for gram in grams:
+            self.index.setdefault(gram, []).append(len(self.grams))
+        self.grams.append(len(grams))
+        self.max_words.append(max_words)
 
     def __contains__(self, text: str) -> bool:
         if fingerprint(text) in self.exact:
             return True
+        words = len(_words(text))
         shared: dict[int, int] = {}
-        for gram in word_trigrams(text):
+        for gram in word_ngrams(text, 3) | word_ngrams(text, 2):
             for ref in self.index.get(gram, ()):
-                shared[ref] = shared.get(ref, 0) + 1
-        return any(n >= self.overlap * self.sizes[ref] for ref, n in shared.items())
+                if words <= self.max_words[ref]:
+                    shared[ref] = shared.get(ref, 0) + 1
+        return any(n >= self.overlap * self.grams[ref] for ref, n in shared.items())
 
 
 def general_split(pairs: list[GeneralPair], short_size: int, long_size: int) -> list[GeneralPair]:
@@ -340,9 +363,11 @@ def general_split(pairs: list[GeneralPair], short_size: int, long_size: int) -> 
 
     Pairs are taken in SHA-256 order of their key, skipping any that duplicates (exactly
     or nearly, on either side) a pair already taken, so the set has no internal repeats.
+    Near means the trigram rule only (``short_texts=False``): the shipped set was frozen
+    with it, and a fresh build must equal it.
     """
     chosen: list[GeneralPair] = []
-    seen = DuplicateFilter([])
+    seen = DuplicateFilter([], short_texts=False)
     for kind, size in (("short", short_size), ("long", long_size)):
         candidates = [p for p in pairs if p.kind == kind and is_heldout_package(p.package)]
         candidates.sort(key=lambda p: hashlib.sha256(p.key.encode()).hexdigest())

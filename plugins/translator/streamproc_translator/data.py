@@ -38,8 +38,9 @@ Split = Literal["train", "valid", "test"]
 
 @dataclass(frozen=True)
 class Pair:
-    """One aligned sentence pair; ``key`` is the verse key, ``gettext:<catalog>:<msgid>``, a ``corpus`` key
-    (``ddtp:``/``appstream:<source package>:...``) or ``apertium:<source package>:<n>`` (distilled)."""
+    """One aligned sentence pair; ``key`` is the verse key, ``gettext:<source package>:<catalog>:<msgid>``,
+    a ``corpus`` key (``ddtp:``/``appstream:<source package>:...``) or ``apertium:<source package>:<n>``
+    (distilled)."""
 
     key: str
     en: str
@@ -178,15 +179,46 @@ def _read_mo(path: str) -> dict[str, str]:
 _CATALOG_NOISE = re.compile(r"[%{}<>\\\[\]=|$@\n\t]|--|\w_\w|\.\w|^\W*$")
 
 
+def catalog_sources(paths: list[str]) -> dict[str, str]:
+    """Installed file -> the Debian source package that ships it (``dpkg -S`` and ``dpkg-query``).
+
+    A file no installed package owns maps to its catalog name (the text domain, which is
+    usually the source package's name). Without dpkg every file maps to its catalog name.
+    """
+    sources = {path: Path(path).stem for path in paths}
+    if not paths or shutil.which("dpkg") is None:
+        return sources
+    owners = subprocess.run(["dpkg", "-S", *paths], capture_output=True, text=True).stdout
+    binary_of: dict[str, str] = {}
+    for line in owners.splitlines():
+        packages, _, path = line.partition(": ")
+        if path in sources:
+            binary_of[path] = packages.split(",")[0].strip().split(":")[0]
+    if not binary_of:
+        return sources
+    query = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${source:Package}\n", *sorted(set(binary_of.values()))],
+        capture_output=True,
+        text=True,
+    ).stdout
+    source_of = dict(line.split(" ", 1) for line in query.splitlines() if " " in line)
+    for path, binary in binary_of.items():
+        sources[path] = source_of.get(binary, binary).strip() or binary
+    return sources
+
+
 def catalog_pairs(language: str = "es", max_words: int = 20) -> list[Pair]:
     """Short English -> ``language`` pairs from the installed gettext catalogs.
 
     Skips strings with format directives, markup, option syntax or identifiers;
     removes mnemonic underscores; keeps pairs of at most ``max_words`` words per side.
-    Returns an empty list when no catalog is installed.
+    Each key names the catalog's source package (``catalog_sources``), so callers can hold
+    out packages. Returns an empty list when no catalog is installed.
     """
     pairs: dict[str, Pair] = {}
-    for path in sorted(glob.glob(f"/usr/share/locale/{language}/LC_MESSAGES/*.mo")):
+    paths = sorted(glob.glob(f"/usr/share/locale/{language}/LC_MESSAGES/*.mo"))
+    sources = catalog_sources(paths)
+    for path in paths:
         catalog = Path(path).stem
         for msgid, msgstr in _read_mo(path).items():
             en = " ".join(msgid.replace("_", "").split())
@@ -195,5 +227,5 @@ def catalog_pairs(language: str = "es", max_words: int = 20) -> list[Pair]:
                 continue
             if max(len(en.split()), len(es.split())) > max_words:
                 continue
-            pairs.setdefault(en.lower(), Pair(f"gettext:{catalog}:{en}", en, es))
+            pairs.setdefault(en.lower(), Pair(f"gettext:{sources[path]}:{catalog}:{en}", en, es))
     return list(pairs.values())

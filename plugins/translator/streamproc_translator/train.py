@@ -67,7 +67,8 @@ DATA_SOURCES = {
     "bible": "World English Bible (engWEB2015eb, Debian sword-text-web) aligned with Reina-Valera 1909 "
     "(spaRV1909eb, Debian sword-text-sparv) by verse key; both public domain",
     "catalogs": "msgid/msgstr pairs of the Spanish gettext catalogs installed on the training machine "
-    "(/usr/share/locale/es/LC_MESSAGES/*.mo; each under its package's licence, mostly GPL/LGPL); not redistributed",
+    "(/usr/share/locale/es/LC_MESSAGES/*.mo; each under its package's licence, mostly GPL/LGPL), except the "
+    "catalogs of held-out or validation source packages (found with dpkg -S); not redistributed",
     "ddtp": "Debian package descriptions (Translation-en) and their Spanish DDTP translations (Translation-es), "
     "bookworm main: synopses and 1:1 sentence-aligned long descriptions; each under its package's licence",
     "appstream": "AppStream (DEP-11) names, summaries and description sentences with their Spanish translations, "
@@ -79,8 +80,10 @@ DATA_SOURCES = {
 DEDUPE_RULES = (
     "every training pair is dropped when its English side duplicates a held-out English text (Bible or "
     "general), or its Spanish side a held-out Spanish text: exact = same letters after NFKC + lowercase "
-    "(punctuation, digits, spaces ignored); near = sharing >= 50% of the word trigrams of a held-out text; "
-    "general pairs of held-out (20%) and validation (5%) source packages are never trained on"
+    "(punctuation, digits, spaces ignored); near = sharing >= 50% of the word trigrams of a held-out text, or, "
+    "for a held-out text of fewer than 3 trigrams and 2 or more words, >= 50% of its word bigrams in a text of at "
+    "most twice its words; no text of a held-out (20%) or validation (5%) source package is trained on (DDTP, "
+    "AppStream, distilled descriptions, gettext catalogs)"
 )
 Example = tuple[list[int], list[int], list[int]]
 """Source ids with punctuation, source ids without punctuation, target ids (bos ... eos)."""
@@ -183,6 +186,11 @@ def heldout_filter(heldout: Sequence[tuple[str, str]]) -> Callable[[data.Pair], 
     return fresh
 
 
+def held_out_package(source_package: str) -> bool:
+    """Whether no text of this source package may be trained on (held out for testing or validation)."""
+    return corpus.is_heldout_package(source_package) or corpus.is_validation_package(source_package)
+
+
 def training_data(
     args: argparse.Namespace, rng: random.Random
 ) -> tuple[list[data.Pair], list[data.Pair], list[data.Pair], dict[str, int]]:
@@ -190,7 +198,9 @@ def training_data(
 
     Every training source is deduplicated (exactly and nearly, ``corpus.DuplicateFilter``)
     against both held-out sets, which were fixed before training: the Bible held-out
-    verses and the general held-out set of whole held-out source packages.
+    verses and the general held-out set of whole held-out source packages. No text of a
+    held-out or validation source package is trained on, whatever its source (DDTP,
+    AppStream, distilled descriptions, gettext catalogs).
     """
     log("exporting and aligning the SWORD modules ...")
     verses = data.bible_pairs()
@@ -208,7 +218,8 @@ def training_data(
         if data.split_of(p.key) == "valid" and max(len(p.en.split()), len(p.es.split())) <= data.HELDOUT_MAX_WORDS
     ]
     valid = sorted(valid, key=lambda p: hashlib.sha256(p.key.encode()).hexdigest())[: args.valid_size]
-    catalogs = [] if args.no_catalogs else [p for p in data.catalog_pairs("es", args.catalog_max_words) if fresh(p)]
+    catalogs = [] if args.no_catalogs else data.catalog_pairs("es", args.catalog_max_words)
+    catalogs = [p for p in catalogs if not held_out_package(p.key.split(":")[1]) and fresh(p)]
 
     log("reading Debian's package descriptions (DDTP) and AppStream metadata ...")
     sources = corpus.source_of_binaries()
@@ -228,13 +239,7 @@ def training_data(
         for source, text in corpus.english_descriptions(sources):
             key = corpus.fingerprint(text)
             words = len(text.split())
-            if (
-                corpus.is_heldout_package(source)
-                or corpus.is_validation_package(source)
-                or not 2 <= words <= args.max_words * 2
-                or key in seen
-                or key in human.exact
-            ):
+            if held_out_package(source) or not 2 <= words <= args.max_words * 2 or key in seen or key in human.exact:
                 continue
             seen.add(key)
             english.append((hashlib.sha256(text.encode()).hexdigest(), text, source))

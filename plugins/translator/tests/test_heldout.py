@@ -4,7 +4,8 @@ The general held-out set (``weights/general_heldout.tsv``) is rebuilt from Debia
 lists and must equal the shipped one; the training data, rebuilt by ``train.training_data``
 from the same sources, must not hold any held-out text: not exactly (same letters after
 NFKC and lowercasing, ``corpus.fingerprint``), not nearly (sharing >= 50 % of a held-out
-text's word trigrams, ``corpus.DuplicateFilter``), and no text of a held-out source package.
+text's word trigrams, or of a short held-out title's bigrams, ``corpus.DuplicateFilter``), and
+no text of a held-out or validation source package (gettext catalogs included).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def test_no_training_pair_nearly_repeats_a_held_out_text(training_pairs: list[da
 @needs_sword
 @needs_apertium
 def test_no_training_pair_comes_from_a_held_out_or_validation_package(training_pairs: list[data.Pair]) -> None:
-    packages = {p.key.split(":")[1] for p in training_pairs if p.key.startswith(("ddtp:", "appstream:", "apertium:"))}
+    prefixes = ("ddtp:", "appstream:", "apertium:", "gettext:")
+    packages = {p.key.split(":")[1] for p in training_pairs if p.key.startswith(prefixes)}
     assert len(packages) > 1000
-    assert any(p.key.startswith("apertium:") for p in training_pairs)
+    assert all(any(p.key.startswith(prefix) for p in training_pairs) for prefix in prefixes)
     assert not [p for p in packages if corpus.is_heldout_package(p) or corpus.is_validation_package(p)]

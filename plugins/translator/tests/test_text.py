@@ -103,3 +103,24 @@ def test_near_duplicates_share_half_the_trigrams_of_a_held_out_text() -> None:
     assert "a fast small and lightweight image viewer for the x window system!" in held
     assert "A fast, small and lightweight image viewer for GNOME and KDE" in held
     assert "A small command-line tool to convert images" not in held
+
+
+def test_near_duplicates_of_a_short_title_share_half_its_bigrams_at_up_to_twice_its_length() -> None:
+    held = DuplicateFilter(["Terminal emulator for GNOME"])
+    assert "GNOME terminal emulator" not in held  # one bigram of three is shared
+    assert "A terminal emulator for GNOME" in held
+    assert "Terminal emulator for KDE" in held
+    assert "A terminal emulator for GNOME with tabs, profiles and a search bar" not in held
+    assert "Video player" not in held
+
+
+def test_a_one_word_title_has_only_exact_duplicates() -> None:
+    held = DuplicateFilter(["Inkscape"])
+    assert "inkscape!" in held
+    assert "Inkscape extensions" not in held
+
+
+def test_the_frozen_held_out_rule_gives_short_titles_only_exact_duplicates() -> None:
+    held = DuplicateFilter(["Terminal emulator for GNOME"], short_texts=False)
+    assert "terminal emulator for gnome" in held
+    assert "A terminal emulator for GNOME" not in held

@@ -20,10 +20,10 @@ from streamproc_tagger.model import load_tagger
 
 SAMPLES = 2_000
 JUDGE_ACCURACY_MIN = 0.89  # measured: 0.9036 on the 10,000 test images
-AGREEMENT_MIN = 0.94  # issue 16's bar is 0.95; measured: 0.9486 [0.944, 0.953] at 10,000 samples
-SPREAD_MIN = {"judge_features": 0.85, "pixels": 0.95}  # measured: 0.899 and 1.069 at 10,000 samples
+AGREEMENT_MIN = 0.94  # issue 16's bar is 0.95; measured: 0.953 [0.949, 0.957] (10,000, seed 0), 0.956 here
+SPREAD_MIN = {"judge_features": 0.87, "pixels": 0.95}  # bar 0.90; measured 0.915 and 1.085 (10,000), 0.929 here
 SPREAD_MAX = {"judge_features": 1.0, "pixels": 1.2}  # real vs real is 1.0: more varied than real is noise
-SPREAD_CLASS_MIN = {"judge_features": 0.65, "pixels": 0.85}  # measured: weakest 0.74 (shirt, bag), 0.97 (t-shirt)
+SPREAD_CLASS_MIN = {"judge_features": 0.65, "pixels": 0.85}  # measured: weakest 0.72 (shirt), 0.98 (t-shirt)
 
 pytestmark = [
     pytest.mark.quality,

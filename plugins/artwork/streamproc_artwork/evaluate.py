@@ -260,7 +260,8 @@ SPREAD_BAR = 0.90
 
 
 def choose_scale(rows: list[dict[str, Any]]) -> float:
-    """The scanned latent scale that clears both bars by the widest margin.
+    """The scanned latent scale that clears both bars by the widest margin (when none
+    clears both, the one that misses by the least).
 
     A row's margin is the smaller of its two margins over ``AGREEMENT_BAR`` and
     ``SPREAD_BAR``, each in units of its own 95% half-interval, so the choice stays

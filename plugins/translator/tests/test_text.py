@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,3 +125,11 @@ def test_the_frozen_held_out_rule_gives_short_titles_only_exact_duplicates() -> 
     held = DuplicateFilter(["Terminal emulator for GNOME"], short_texts=False)
     assert "terminal emulator for gnome" in held
     assert "A terminal emulator for GNOME" not in held
+
+
+@pytest.mark.skipif(not Path("/usr/share/locale/es/LC_MESSAGES/apt.mo").exists(), reason="needs apt's Spanish catalog")
+def test_a_gettext_catalog_is_keyed_by_the_source_package_that_ships_it() -> None:
+    catalogs = ["/usr/share/locale/es/LC_MESSAGES/apt.mo", "/usr/share/locale/es/LC_MESSAGES/no-such-domain.mo"]
+    sources = data.catalog_sources(catalogs)
+    assert sources[catalogs[0]] == "apt"
+    assert sources[catalogs[1]] == "no-such-domain"  # owned by no package: its domain name

@@ -171,7 +171,11 @@ class KeyedStateStore:
     async def claim(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Claim newly assigned partitions: increment their owner epochs in Redis, which
         refuses every later state write of their previous owners. Waits while Redis is down
-        (the group assigned them; records of them cannot be applied before the claim)."""
+        (the group assigned them; records of them cannot be applied before the claim).
+
+        Cached states of a newly claimed partition are forgotten before its records may
+        apply: another member may have owned it since this one last did (a paused member
+        resumed, a revoke with writes in flight), so Redis holds the state to start from."""
         claims = {p: self._claim_of(p) for p in sorted(set(partitions))}
         new = [p for p, claim in claims.items() if not claim.done()]
         if not new:
@@ -188,6 +192,7 @@ class KeyedStateStore:
                 await asyncio.sleep(self.retry_s)
         for partition, epoch in zip(new, epochs, strict=True):
             if not claims[partition].done():  # not revoked while Redis answered
+                self.evict_partition(partition)
                 claims[partition].set_result(int(epoch))
 
     def release(self, partitions: Iterable[tuple[str, int]]) -> None:
@@ -203,8 +208,9 @@ class KeyedStateStore:
 
     def evict_partition(self, partition: tuple[str, int]) -> None:
         """Forget every cached state that applied a record of ``partition``, written or not:
-        the partition's unsent records were dropped (fenced), so those states may hold
-        effects Redis never got, and Redis has the owner's newer state."""
+        after a fence (the partition's unsent records were dropped, so those states may hold
+        effects Redis never got, and Redis has the owner's newer state) and when the
+        partition is claimed (another member may have owned it meanwhile)."""
         mark = partition_mark(partition)
         for key in [k for k, e in self._cache.items() if mark in e.applied]:
             del self._cache[key]

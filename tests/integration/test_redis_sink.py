@@ -6,6 +6,7 @@ import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -149,3 +150,49 @@ def test_a_record_handed_over_before_its_partition_is_claimed_waits_for_the_clai
     epoch, owner_epoch, reason = asyncio.run(hand_over_early())
     assert epoch == owner_epoch == 1
     assert "revoked before it was claimed" in reason
+
+
+def test_a_member_that_claims_a_partition_again_starts_from_the_state_its_owner_left(
+    endpoints, unique, test_plugins_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member that lost a partition with a state write in flight keeps that state cached;
+    when the group gives the partition back after another member owned it, the member must
+    not apply new records to its stale copy (a write with its new epoch would roll the
+    owner's counts back): claiming forgets the partition's cached states."""
+    monkeypatch.syspath_prepend(str(test_plugins_path))  # the counter test plugin
+    settings = Settings(enabled_plugins=["counter"])
+    counter = load_plugins(settings)[0]["counter"].plugin
+    redis_settings = RedisSettings(url=endpoints.redis_url, key_prefix=f"t:{unique}:")
+    keys = RedisKeys(redis_settings.key_prefix)
+
+    def record(offset: int) -> tuple[Any, SourceRecord]:
+        event = {"id": f"e{offset}", "type": "playback", "ts": 1, "user_id": "u1", "item_id": "i1", "action": "start"}
+        value = json.dumps({**event, "position_s": 0.0, "duration_s": 60.0, "media": "video"}).encode()
+        return decode_event(value, settings.limits.payload_limits()), SourceRecord("in", 0, offset, b"u1", value)
+
+    async def hand_back_and_forth() -> int:
+        connection = async_redis(redis_settings)
+        sink = RedisSink(connection, redis_settings)
+        try:
+            first, second = (KeyedStateStore(connection, keys, "group", ttl_s=60) for _ in range(2))
+            await first.claim([("in", 0)])
+            _, write = await first.apply(counter, *record(0))
+            await sink.write([], [write])
+            first.written(write)
+            await first.apply(counter, *record(1))  # its write is still in flight when the partition goes
+            first.release([("in", 0)])
+            await second.claim([("in", 0)])
+            for offset in (1, 2):
+                _, write = await second.apply(counter, *record(offset))
+                await sink.write([], [write])
+            second.release([("in", 0)])
+            await first.claim([("in", 0)])
+            state, write = await first.apply(counter, *record(3))
+            await sink.write([], [write])
+            return int(state["count"])
+        finally:
+            await connection.aclose()
+
+    assert asyncio.run(hand_back_and_forth()) == 4
+    stored = json.loads(redis.Redis.from_url(endpoints.redis_url).hget(keys.state("counter", "u1"), "state"))
+    assert stored["count"] == 4

@@ -300,9 +300,8 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", unicodedata.normalize("NFKC", text).lower())
 
 
-def word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    """The distinct word ``n``-grams of ``text`` (NFKC, lowercased, punctuation ignored)."""
-    words = _words(text)
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    """The distinct ``n``-grams of ``words`` (from ``_words``: NFKC, lowercased, no punctuation)."""
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
@@ -335,10 +334,10 @@ class DuplicateFilter:
         """Add one reference text."""
         self.exact.add(fingerprint(text))
         words = _words(text)
-        grams = word_ngrams(text, 3)
+        grams = _ngrams(words, 3)
         max_words = math.inf
         if len(grams) < 3:
-            grams, max_words = (word_ngrams(text, 2) if self.short_texts else set()), 2 * len(words)
+            grams, max_words = (_ngrams(words, 2) if self.short_texts else set()), 2 * len(words)
         if not grams:
             return
         for gram in grams:
@@ -349,11 +348,11 @@ class DuplicateFilter:
     def __contains__(self, text: str) -> bool:
         if fingerprint(text) in self.exact:
             return True
-        words = len(_words(text))
+        words = _words(text)
         shared: dict[int, int] = {}
-        for gram in word_ngrams(text, 3) | word_ngrams(text, 2):
+        for gram in _ngrams(words, 3) | _ngrams(words, 2):
             for ref in self.index.get(gram, ()):
-                if words <= self.max_words[ref]:
+                if len(words) <= self.max_words[ref]:
                     shared[ref] = shared.get(ref, 0) + 1
         return any(n >= self.overlap * self.grams[ref] for ref, n in shared.items())
 

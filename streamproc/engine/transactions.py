@@ -61,6 +61,8 @@ class TransactionalKafkaSink(KafkaSink):
         """Assigned partitions and their producers (None: to be started again)."""
         self._fenced: dict[Partition, float] = {}
         """Fenced partitions still assigned here, with when (monotonic seconds)."""
+        self._starting: dict[Partition, asyncio.Lock] = {}
+        """One start at a time per partition: two producers of one transactional id fence each other."""
 
     def transactional_id(self, partition: Partition) -> str:
         """The partition's stable transactional id: the same on every member of the group."""
@@ -81,7 +83,7 @@ class TransactionalKafkaSink(KafkaSink):
             self._fenced.pop(partition, None)
         for partition in new:
             self._producers[partition] = None
-        results = await asyncio.gather(*(self._start_producer(p) for p in new), return_exceptions=True)
+        results = await asyncio.gather(*(self._partition_producer(p) for p in new), return_exceptions=True)
         for partition, result in zip(new, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("the transactional producer of %s did not start yet: %r", partition, result)
@@ -95,6 +97,23 @@ class TransactionalKafkaSink(KafkaSink):
     def fenced_for_s(self) -> float:
         """How long the longest-fenced partition still assigned here has been fenced."""
         return time.monotonic() - min(self._fenced.values()) if self._fenced else 0.0
+
+    async def _partition_producer(self, partition: Partition) -> AIOKafkaProducer:
+        """The partition's producer, started if it is not running. Callers that overlap (a
+        second rebalance, or a batch, while the first start still waits for the broker)
+        share one start: a second producer of the same transactional id would fence the
+        first, and whichever finished last would be kept, fenced or not. Raises
+        ``PartitionFenced`` when the partition was revoked while its producer started."""
+        async with self._starting.setdefault(partition, asyncio.Lock()):
+            producer = self._producers.get(partition)
+            if producer is not None:
+                return producer
+            producer = await self._start_producer(partition)
+            if partition not in self._producers:  # revoked while the broker answered
+                await _close(producer)
+                raise PartitionFenced(partition, "revoked while its producer started")
+            self._producers[partition] = producer
+            return producer
 
     async def _start_producer(self, partition: Partition) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
@@ -112,7 +131,6 @@ class TransactionalKafkaSink(KafkaSink):
         except BaseException:
             await _close(producer)
             raise
-        self._producers[partition] = producer
         return producer
 
     async def send(
@@ -125,10 +143,13 @@ class TransactionalKafkaSink(KafkaSink):
         offset is not committed) and the failures are returned: the caller resends the whole
         batch. A Kafka error inside the transaction raises after the transaction is
         abandoned (the partition's producer is started again, which aborts it). Raises
-        ``PartitionFenced`` when another member owns the partition now."""
+        ``PartitionFenced`` when another member owns the partition now, or the group no
+        longer assigns it here (a producer started for it would fence its new owner)."""
         if partition in self._fenced:
             raise PartitionFenced(partition, "fenced by another producer")
-        producer = self._producers.get(partition) or await self._start_producer(partition)
+        if partition not in self._producers:
+            raise PartitionFenced(partition, "not assigned to this member")
+        producer = await self._partition_producer(partition)
         try:
             await producer.begin_transaction()
             failures = await send_all(producer, messages)

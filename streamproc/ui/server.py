@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 UPDATE_INTERVAL_S = 0.25
 QUIET_UPDATE_S = 1.0
 """With no change, the figures are still refreshed this often."""
+READER_STOP_S = 10.0
+"""How long shutdown waits for the cancelled readers (each closes its Kafka or Redis client)."""
 STATIC = {"ui.js": "text/javascript", "ui.css": "text/css"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'",
@@ -75,10 +77,19 @@ class ResultsPage:
             await redis.aclose()
 
     async def _shutdown(self, _: web.Application) -> None:
+        """Cancel the readers and wait for them, at most ``READER_STOP_S``: a client that
+        hangs while it closes must not hold up the worker's shutdown."""
         self._closing.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(self._tasks, timeout=READER_STOP_S)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("results page: a reader ended with %r", task.exception())
+        for task in pending:
+            log.warning("results page: a reader did not stop within %.0f s: %s", READER_STOP_S, task.get_coro())
 
     async def _index(self, _: web.Request) -> web.Response:
         return web.Response(body=self._files["index.html"], content_type="text/html", headers=SECURITY_HEADERS)

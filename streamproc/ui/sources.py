@@ -65,8 +65,21 @@ async def follow_feeds(client: Redis, keys: RedisKeys, board: Board, backlog: in
                 _add_entries(board, entries)
             await _read_histories(client, keys, board)
         except (RedisError, OSError) as exc:
+            _end_if_cancelled()
             _report(board, "redis", f"unreachable ({_why(exc)}); retrying")
             await asyncio.sleep(RETRY_S)
+
+
+def _end_if_cancelled() -> None:
+    """Re-raise a cancel that a client library turned into an error while it failed.
+
+    A reader retries on ``OSError``, and a timeout is one (``asyncio.TimeoutError`` is
+    ``TimeoutError`` from Python 3.11): a cancel that reaches a client inside its own
+    timeout or while its connection breaks can come out as such an error. Retried, the
+    cancel would be lost and the page's shutdown would wait for the reader forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _report(board: Board, source: str, status: str) -> None:
@@ -137,6 +150,7 @@ async def follow_topic(
                     for record in records:
                         handle(board, record)
         except (KafkaError, OSError) as exc:
+            _end_if_cancelled()
             _report(board, source, f"{topic}: {_why(exc)}; retrying")
             await asyncio.sleep(RETRY_S)
         finally:

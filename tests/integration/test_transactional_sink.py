@@ -65,3 +65,56 @@ def test_a_fenced_owner_gets_partition_fenced_on_every_later_send_and_none_of_it
     assert fenced_for_s > 0, "the zombie's partition stays fenced until the group assigns it again"
     visible = [record["by"] for record in read_topic(endpoints.kafka_bootstrap, outputs, 2, timeout_s=30)]
     assert visible == ["zombie-before", "owner"]
+
+
+def test_overlapping_assignments_of_a_partition_start_one_producer_and_its_batches_commit(endpoints, unique) -> None:
+    """Two rebalances in a row on a slow broker: the second assign, and the first batch,
+    arrive while the first producer still starts. Two producers of one transactional id
+    would fence each other, and the partition's batches would be dropped."""
+    inputs, outputs = f"{unique}-in", f"{unique}-out"
+    create_topics(endpoints.kafka_bootstrap, [inputs, outputs], partitions=1)
+    settings = KafkaSettings(bootstrap=endpoints.kafka_bootstrap)
+    partition = (inputs, 0)
+    source = SourceRecord(inputs, 0, 0, None, b"{}")
+
+    async def scenario() -> tuple[list[object], float]:
+        sink = TransactionalKafkaSink(settings, f"group-{unique}")
+        try:
+            _, _, failures = await asyncio.gather(
+                sink.assign([partition]),
+                sink.assign([partition]),
+                sink.send([_message(outputs, source, "first batch")], partition, 1),
+            )
+            assert await sink.send([_message(outputs, source, "second batch")], partition, 2) == []
+            return failures, sink.fenced_for_s()
+        finally:
+            await sink.stop()
+
+    failures, fenced_for_s = asyncio.run(scenario())
+    assert failures == []
+    assert fenced_for_s == 0
+    visible = [record["by"] for record in read_topic(endpoints.kafka_bootstrap, outputs, 2, timeout_s=30)]
+    assert visible == ["first batch", "second batch"]
+
+
+def test_a_batch_of_a_partition_revoked_here_is_refused_without_starting_a_producer(endpoints, unique) -> None:
+    """A publication left over from a revoked partition must not start a producer: its new
+    producer would fence the partition's new owner."""
+    inputs, outputs = f"{unique}-in", f"{unique}-out"
+    create_topics(endpoints.kafka_bootstrap, [inputs, outputs], partitions=1)
+    settings = KafkaSettings(bootstrap=endpoints.kafka_bootstrap)
+    partition = (inputs, 0)
+    source = SourceRecord(inputs, 0, 0, None, b"{}")
+
+    async def scenario() -> str:
+        sink = TransactionalKafkaSink(settings, f"group-{unique}")
+        try:
+            await sink.assign([partition])
+            await sink.revoke([partition])
+            with pytest.raises(PartitionFenced) as refused:
+                await sink.send([_message(outputs, source, "late")], partition, 1)
+            return refused.value.reason
+        finally:
+            await sink.stop()
+
+    assert "not assigned" in asyncio.run(scenario())

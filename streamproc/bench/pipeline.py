@@ -191,6 +191,13 @@ def _publish_shape(after: Sequence[Any], before: Sequence[Any] | None, seconds: 
     }
 
 
+def _intake_shape(after: Sequence[Any]) -> dict[str, Any]:
+    """The engine's intake passes over the run: how many records it decoded and routed together."""
+    count = metric_total(after, "streamproc_intake_batch_records_count")
+    records = metric_total(after, "streamproc_intake_batch_records_sum")
+    return {"passes": int(count), "records_mean": round(records / count, 1) if count else None}
+
+
 def _cpu(ctx: RunContext, t0: float, t1: float, names: list[str]) -> dict[str, float]:
     """Cores per process over a window; ``worker``: every worker process together."""
     usage = ctx.sampler.usage(t0, t1, names)
@@ -345,6 +352,7 @@ async def _pipeline(
             "dead_letters": int(metric_total(final, "streamproc_dead_letters_total")),
             "batch_sizes": _batch_shape(final, None, plugins),
             "publish": _publish_shape(final, None, t_done - t_mid),
+            "intake": _intake_shape(final),
             "cpu_cores": _cpu(ctx, t_mid, t_done, names),
             "other_processes": ctx.others(census, *group.children),
         }
@@ -358,7 +366,8 @@ async def _pipeline(
         await reader.stop()
         ctx.say(
             f"  pipeline max: {out['max']['events_per_s']} events/s ({out['max']['steady_events_per_s']} steady "
-            f"10-90%; {len(done)}/{len(records)} events complete)"
+            f"10-90%; {len(done)}/{len(records)} events complete; {out['max']['intake']['records_mean']} records "
+            "per intake pass)"
         )
         out["latency"] = {}
         for load in loads if rate else ():

@@ -1,6 +1,7 @@
 """Dynamic micro-batching for one plugin (in the manner of Ray Serve's ``@serve.batch``).
 
-A caller submits one item and awaits one outcome. Items queue; a batch runs as soon as
+A caller submits a group of items (``submit_many``; ``submit`` for one) and awaits their
+outcomes, in order: one future per group, not per item. Items queue; a batch runs as soon as
 ``max_batch_size`` items wait or the oldest waited ``max_wait_ms``. Batches run one at a
 time on the plugin's own worker thread, so the event loop keeps heartbeats and I/O
 flowing while the model computes, and the next batch fills while this one runs. At most
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -31,6 +32,28 @@ from streamproc.events import Event
 log = logging.getLogger(__name__)
 
 BatchObserver = Callable[[PluginRuntime, BatchStats], None]
+
+
+class _Group:
+    """The outcomes of one submission, completed when its last item's batch finished (the
+    items of a group may run in several batches)."""
+
+    __slots__ = ("done", "outcomes", "remaining")
+
+    def __init__(self, size: int) -> None:
+        self.outcomes: list[Outcome | None] = [None] * size
+        self.remaining = size
+        self.done: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+
+    def settle(self, index: int, outcome: Outcome) -> None:
+        self.outcomes[index] = outcome
+        self.remaining -= 1
+        if self.remaining == 0 and not self.done.done():  # done already: the submitter was cancelled
+            self.done.set_result(self.outcomes)  # type: ignore[arg-type]  # every slot is set now
+
+
+_Item = tuple[Event, Mapping[str, Any] | None, _Group, int]
+"""An event, its plugin state, and its place in its submission."""
 
 
 class MicroBatcher:
@@ -48,9 +71,7 @@ class MicroBatcher:
         self.timeout_s = timeout_s
         self.pool = pool
         self._observe = observe
-        self._queue: asyncio.Queue[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]] = asyncio.Queue(
-            maxsize=self.policy.max_queue
-        )
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=self.policy.max_queue)
         self._concurrency = pool.size if pool is not None else 1
         self._executor = self._new_executor()
         self._task: asyncio.Task[None] | None = None
@@ -78,9 +99,18 @@ class MicroBatcher:
 
     async def submit(self, event: Event, state: Mapping[str, Any] | None) -> Outcome:
         """Queue one item (waiting while the queue is full) and await its outcome."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put((event, state, future))
-        return await future
+        (outcome,) = await self.submit_many([(event, state)])
+        return outcome
+
+    async def submit_many(self, items: Sequence[tuple[Event, Mapping[str, Any] | None]]) -> list[Outcome]:
+        """Queue the items in order (waiting while the queue is full) and await their
+        outcomes, in the same order."""
+        if not items:
+            return []
+        group = _Group(len(items))
+        for index, (event, state) in enumerate(items):
+            await self._queue.put((event, state, group, index))
+        return await group.done
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -104,16 +134,14 @@ class MicroBatcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _execute_in_slot(
-        self, batch: list[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]], slots: asyncio.Semaphore
-    ) -> None:
+    async def _execute_in_slot(self, batch: list[_Item], slots: asyncio.Semaphore) -> None:
         try:
             await self._execute(batch)
         finally:
             slots.release()
 
-    async def _execute(self, batch: list[tuple[Event, Mapping[str, Any] | None, asyncio.Future[Outcome]]]) -> None:
-        items = [(event, state) for event, state, _ in batch]
+    async def _execute(self, batch: list[_Item]) -> None:
+        items = [(event, state) for event, state, _, _ in batch]
         loop = asyncio.get_running_loop()
         work: Future[tuple[list[Outcome], BatchStats]] | None = None
         try:
@@ -145,6 +173,5 @@ class MicroBatcher:
             outcomes, stats = [failure] * len(items), BatchStats(size=len(items), errors={"engine": len(items)})
         if self._observe is not None:
             self._observe(self.runtime, stats)
-        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-            if not future.done():
-                future.set_result(outcome)
+        for (_, _, group, index), outcome in zip(batch, outcomes, strict=True):
+            group.settle(index, outcome)

@@ -1,12 +1,22 @@
 """The engine: from a consumed record to its publication, independent of Faust.
 
 ``Engine.accept`` is called by the Faust agent for every record, in partition order. It
-decodes the record (refusals become dead letters), applies keyed plugin state in input
-order, and starts the record's work: each routed plugin's micro-batcher, then the
-plugins its results chain to. It returns as soon as the work is queued, so records of
-all partitions are in flight together and batches can fill; ``max_in_flight`` bounds
-them (when full, ``accept`` waits, the agent stops taking records and Faust pauses
-fetching). The ordered publisher writes and acks (``streamproc.engine.delivery``).
+only queues the record: on its partition's publication queue and on the intake. The
+intake takes every record accepted since its last pass as one batch (a pass starts a
+couple of milliseconds after the first record arrived; under load a batch is what the
+agent handed over meanwhile): it decodes each record (refusals become dead letters) and
+applies keyed plugin state, in input order; then, for each route (the records whose
+events go to the same plugins), one task per chunk of records (as many as the route's
+smallest model batch, so that a chunk's records are published while the next chunk
+computes) submits the chunk's events to every plugin's micro-batcher at once, one
+submission per plugin, and then the derived events to the plugins the results chain to.
+There is no task and no future per event in the batchers; each record has one future,
+its work, completed when its publication is whole.
+
+``accept`` returns at once, so records of all partitions are in flight together and
+model batches can fill; ``max_in_flight`` bounds them (when full, ``accept`` waits, the
+agent stops taking records and Faust pauses fetching). The ordered publisher writes and
+acks (``streamproc.engine.delivery``).
 """
 
 from __future__ import annotations
@@ -15,7 +25,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from streamproc.config import Settings
@@ -27,11 +38,28 @@ from streamproc.engine.runtime import BatchStats, PluginRuntime
 from streamproc.engine.sinks import KafkaSink, RedisSink
 from streamproc.engine.state import KeyedStateStore
 from streamproc.errors import InvalidEvent, StateError
-from streamproc.events import DerivedEvent, Event, InputEvent, decode_event, peek_identity
+from streamproc.events import DerivedEvent, Event, decode_event, peek_identity
 from streamproc.ops.metrics import Metrics
 from streamproc.records import DeadLetter, ResultRecord, SourceRecord, input_digest, now_ms
 
 log = logging.getLogger(__name__)
+
+INTAKE_LINGER_S = 0.002
+"""How long the intake lets records gather after the first one (see ``Engine._run_intake``)."""
+
+
+@dataclass(slots=True)
+class _Job:
+    """An event on its way through the plugins: an input event, or a result that chains
+    on, with the record it came from and the publication its outcomes join."""
+
+    event: Event
+    source: SourceRecord
+    work: asyncio.Future[Publication]
+    publication: Publication
+    states: Mapping[str, Mapping[str, Any] | None]
+    skip: frozenset[str | None] = frozenset()
+    """Plugins the event must not reach (its state failed for them)."""
 
 
 class Engine:
@@ -82,6 +110,10 @@ class Engine:
             state.evict_partition,
         )
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
+        self._intake: list[tuple[SourceRecord, asyncio.Future[Publication]]] = []
+        self._intake_ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        """The intake and the routes' work in progress (cancelled by ``stop``)."""
         self.started = False
         self.last_accept = time.monotonic()
         """When ``accept`` last took a record (monotonic seconds), for the liveness probe."""
@@ -103,6 +135,7 @@ class Engine:
             )
         for batcher in self.batchers.values():
             batcher.start()
+        self._spawn(self._run_intake(), "intake")
         for runtime in self.runtimes.values():
             self.metrics.model_info.labels(
                 runtime.name, runtime.plugin.model_version, str(runtime.device), runtime.dtype_name
@@ -117,7 +150,12 @@ class Engine:
         return drained
 
     async def stop(self) -> None:
+        """Stop everything; records not yet acked stay uncommitted and will be redelivered."""
         self.started = False
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.publisher.stop()
         for batcher in self.batchers.values():
             await batcher.stop()
@@ -126,28 +164,70 @@ class Engine:
         await self.kafka_sink.stop()
 
     async def accept(self, source: SourceRecord, ack: Callable[[], object]) -> None:
-        """Take one record (in partition order); returns once its work is queued.
+        """Take one record (in partition order); returns once it is queued (waits while
+        ``max_in_flight`` records are unacked).
 
         Never raises for a record: whatever the record holds, and even if the engine itself
-        fails on it, the record is enqueued and ends as results or dead letters, so its
-        partition's commits go on (an exception here would stop the agent and stall every
-        partition it reads, with health still green)."""
+        fails on it, the record ends as results or dead letters, so its partition's commits
+        go on (an exception here would stop the agent and stall every partition it reads,
+        with health still green)."""
         await self._in_flight.acquire()
         self.metrics.in_flight.inc()
         self.last_accept = time.monotonic()
-        try:
-            work = await self._start(source)
-        except asyncio.CancelledError:
-            self._in_flight.release()
-            self.metrics.in_flight.dec()
-            raise
-        except Exception as exc:  # the engine's own bug: dead-letter the record, keep consuming
-            log.exception("engine failed on %s", source.position)
-            work = _finished(Publication(dead_letters=[DeadLetter(source, "engine", f"{type(exc).__name__}: {exc}")]))
+        work: asyncio.Future[Publication] = asyncio.get_running_loop().create_future()
         self.publisher.enqueue(PendingRecord(source, work, ack))
+        self._intake.append((source, work))
+        self._intake_ready.set()
 
-    async def _start(self, source: SourceRecord) -> asyncio.Future[Publication]:
-        """Decode the record, apply keyed state in input order, start its plugins' work."""
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_intake(self) -> None:
+        """Take the records accepted since the last pass, as one batch, in input order.
+
+        A pass starts ``INTAKE_LINGER_S`` after the first record of its batch arrived: Faust's
+        stream yields to the event loop before every record, so without the wait each pass
+        would take one record. Under load the loop is busy and the batch grows to what the
+        agent handed over meanwhile; an idle worker adds the linger to one record's latency."""
+        while True:
+            await self._intake_ready.wait()
+            await asyncio.sleep(INTAKE_LINGER_S)
+            self._intake_ready.clear()
+            batch, self._intake = self._intake, []
+            self.metrics.intake_batch.observe(len(batch))
+            try:
+                await self._start_batch(batch)
+            except Exception as exc:  # the engine's own bug: no record may be left without an end
+                log.exception("engine failed on a batch of %d records", len(batch))
+                for source, work in batch:
+                    if not work.done():
+                        work.set_result(Publication(dead_letters=[_engine_letter(source, exc)]))
+
+    async def _start_batch(self, batch: Sequence[tuple[SourceRecord, asyncio.Future[Publication]]]) -> None:
+        """Decode each record and apply its keyed state, in input order; then start the work
+        of the records that got that far: per route, one task per chunk of as many records
+        as the route's smallest model batch."""
+        routes: dict[tuple[str, ...], list[_Job]] = {}
+        for source, work in batch:
+            try:
+                job = await self._prepare(source, work)
+                if job is not None:
+                    routes.setdefault(tuple(self.router.plugins_for(job.event.type)), []).append(job)
+            except Exception as exc:  # the engine's own bug: dead-letter the record, keep consuming
+                log.exception("engine failed on %s", source.position)
+                if not work.done():
+                    work.set_result(Publication(dead_letters=[_engine_letter(source, exc)]))
+        for names, jobs in routes.items():
+            # one task per model batch's worth: a chunk's records publish while the next computes
+            size = min((self.runtimes[name].policy.max_batch_size for name in names), default=len(jobs))
+            for start in range(0, len(jobs), size):
+                self._spawn(self._finish(jobs[start : start + size]), f"route-{'+'.join(names)}")
+
+    async def _prepare(self, source: SourceRecord, work: asyncio.Future[Publication]) -> _Job | None:
+        """Decode the record and apply keyed state; ``None`` when the record was refused
+        (its work is then done: a dead letter)."""
         try:
             event = decode_event(source.value, self.limits)
         except InvalidEvent as exc:
@@ -155,7 +235,8 @@ class Engine:
             self.totals["invalid"] += 1
             event_id, event_type = peek_identity(source.value)
             letter = DeadLetter(source, "decode", exc.reason, event_id=event_id, event_type=event_type)
-            return _finished(Publication(dead_letters=[letter]))
+            work.set_result(Publication(dead_letters=[letter]))
+            return None
         self.metrics.events_consumed.labels(event.type).inc()
         if event.ignored_fields:
             self.metrics.fields_ignored.labels(event.type).inc(len(event.ignored_fields))
@@ -173,70 +254,80 @@ class Engine:
                 continue
             if write is not None:
                 publication.state_writes.append(write)
-        return asyncio.get_running_loop().create_task(self._process(event, source, states, publication))
+        refused = frozenset(letter.plugin for letter in publication.dead_letters)
+        return _Job(event, source, work, publication, states, refused)
 
-    async def _process(
-        self,
-        event: InputEvent,
-        source: SourceRecord,
-        states: Mapping[str, Mapping[str, Any] | None],
-        publication: Publication,
-    ) -> Publication:
-        refused = {letter.plugin for letter in publication.dead_letters}
-        await self._fan_out(event, source, states, publication, depth=0, skip=refused)
-        return publication
+    async def _finish(self, jobs: Sequence[_Job]) -> None:
+        """Run the records' events through their plugins, then complete each record's work.
+        An engine failure adds an ``engine`` dead letter to each record not yet complete,
+        beside what its publication already holds (state writes, results)."""
+        try:
+            await self._fan_out(jobs, depth=0)
+        except Exception as exc:
+            log.exception("engine failed on %d records from %s", len(jobs), jobs[0].source.position)
+            for job in jobs:
+                job.publication.dead_letters.append(_engine_letter(job.source, exc, job.event))
+        for job in jobs:
+            if not job.work.done():
+                job.work.set_result(job.publication)
 
-    async def _fan_out(
-        self,
-        event: Event,
-        source: SourceRecord,
-        states: Mapping[str, Mapping[str, Any] | None],
-        publication: Publication,
-        depth: int,
-        skip: set[str | None] | None = None,
-    ) -> None:
-        names = [n for n in self.router.plugins_for(event.type) if not skip or n not in skip]
-        if not names or depth > MAX_CHAIN_DEPTH:
+    async def _fan_out(self, jobs: Sequence[_Job], depth: int) -> None:
+        """Submit the jobs' events to their plugins, one submission per plugin; add each
+        outcome to its record's publication; then the same for the results that chain on."""
+        if depth > MAX_CHAIN_DEPTH:
             return
-        if len(names) == 1:  # the common case: no task for gather to wrap the one submission in
-            outcomes = [await self.batchers[names[0]].submit(event, states.get(names[0]))]
-        else:
-            outcomes = await asyncio.gather(*(self.batchers[n].submit(event, states.get(n)) for n in names))
-        origin = event.origin if isinstance(event, DerivedEvent) else event
-        chained: list[DerivedEvent] = []
-        for name, outcome in zip(names, outcomes, strict=True):
+        shares: dict[str, list[_Job]] = {}
+        for job in jobs:
+            for name in self.router.plugins_for(job.event.type):
+                if name not in job.skip:
+                    shares.setdefault(name, []).append(job)
+        if not shares:
+            return
+        submissions = [
+            self.batchers[name].submit_many([(job.event, job.states.get(name)) for job in share])
+            for name, share in shares.items()
+        ]
+        # the common case, one plugin: no task for gather to wrap the one submission in
+        answers = [await submissions[0]] if len(submissions) == 1 else await asyncio.gather(*submissions)
+        chained: list[_Job] = []
+        for (name, share), outcomes in zip(shares.items(), answers, strict=True):
             runtime = self.runtimes[name]
-            if outcome.failure is not None:
-                publication.dead_letters.append(
-                    DeadLetter(
-                        source,
-                        outcome.failure.stage,
-                        outcome.failure.reason,
-                        plugin=name,
-                        event_id=event.id,
-                        event_type=event.type,
+            chains = bool(self.router.plugins_for(runtime.produces))
+            for job, outcome in zip(share, outcomes, strict=True):
+                event = job.event
+                if outcome.failure is not None:
+                    job.publication.dead_letters.append(
+                        DeadLetter(
+                            job.source,
+                            outcome.failure.stage,
+                            outcome.failure.reason,
+                            plugin=name,
+                            event_id=event.id,
+                            event_type=event.type,
+                        )
                     )
+                    continue
+                if outcome.body is None:
+                    continue
+                record = ResultRecord(
+                    event_id=event.id,
+                    plugin=name,
+                    model_version=runtime.plugin.model_version,
+                    kind=runtime.produces,
+                    key=event.key,
+                    event_ts=event.ts,
+                    result_ts=now_ms(),
+                    body=outcome.body,
+                    body_json=outcome.body_json,
+                    input_digest=input_digest(job.source.value),
                 )
-                continue
-            if outcome.body is None:
-                continue
-            record = ResultRecord(
-                event_id=event.id,
-                plugin=name,
-                model_version=runtime.plugin.model_version,
-                kind=runtime.produces,
-                key=event.key,
-                event_ts=event.ts,
-                result_ts=now_ms(),
-                body=outcome.body,
-                body_json=outcome.body_json,
-                input_digest=input_digest(source.value),
-            )
-            publication.results.append((self.router.output_topic(name), record))
-            if self.router.plugins_for(runtime.produces):
-                chained.append(DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin))
+                job.publication.results.append((self.router.output_topic(name), record))
+                if chains:
+                    origin = event.origin if isinstance(event, DerivedEvent) else event
+                    derived = DerivedEvent(type=runtime.produces, plugin=name, body=outcome.body, origin=origin)
+                    chained.append(_Job(derived, job.source, job.work, job.publication, {}))
         if chained:
-            await asyncio.gather(*(self._fan_out(d, source, {}, publication, depth + 1) for d in chained))
+            await self._fan_out(chained, depth + 1)
 
     def _observe_batch(self, runtime: PluginRuntime, stats: BatchStats) -> None:
         if stats.size:
@@ -282,8 +373,12 @@ class Engine:
             self.metrics.model_process_memory.labels(name).set(sum(pool.rss_bytes()))
 
 
-def _finished(publication: Publication) -> asyncio.Future[Publication]:
-    """Work that is already done: a record refused before any plugin ran."""
-    work: asyncio.Future[Publication] = asyncio.get_running_loop().create_future()
-    work.set_result(publication)
-    return work
+def _engine_letter(source: SourceRecord, error: BaseException, event: Event | None = None) -> DeadLetter:
+    """The dead letter of a record the engine itself failed on (a bug, never the record's fault)."""
+    return DeadLetter(
+        source,
+        "engine",
+        f"{type(error).__name__}: {error}",
+        event_id=event.id if event is not None else None,
+        event_type=event.type if event is not None else None,
+    )

@@ -19,6 +19,7 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 INFER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+INTAKE_BUCKETS = (*BATCH_BUCKETS, 512, 1024, 2048)
 
 
 class Metrics:
@@ -52,6 +53,12 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "streamproc_batch_size", "Items per inference batch", ["plugin"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.intake_batch = Histogram(
+            "streamproc_intake_batch_records",
+            "Records the engine took from the agent in one intake pass (decoded and routed together)",
+            buckets=INTAKE_BUCKETS,
+            registry=r,
         )
         self.inference_seconds = Histogram(
             "streamproc_inference_seconds",
@@ -143,6 +150,7 @@ METRIC_NAMES = (
     "streamproc_results_total",
     "streamproc_plugin_errors_total",
     "streamproc_batch_size",
+    "streamproc_intake_batch_records",
     "streamproc_inference_seconds",
     "streamproc_end_to_end_latency_seconds",
     "streamproc_queue_depth",
